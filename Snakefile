@@ -1,0 +1,36 @@
+# Measure vanishing and exploding gradients in recurrent networks.
+#   snakemake --cores 8                        default config (config/config.yaml)
+#   snakemake --cores 8 --configfile config/paper.yaml
+#   snakemake corpus | models | curves | figures
+# The science lives in the package src/rnngrad; rules call one function each.
+
+import os
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# Jobs (local, SLURM or conda) import the package from this checkout.
+SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+
+
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/probe.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.figures.input,
+        rules.curves.input,
+        rules.models.input,
+        EFFECTIVE_CONFIG,

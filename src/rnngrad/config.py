@@ -1,0 +1,96 @@
+"""Load and validate the pipeline config against the JSON schema, filling defaults."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value the schema rejects; the message names the key and what is allowed."""
+
+
+def _with_defaults(validator_class):
+    """Extend a jsonschema validator so that validating also fills in defaults."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the key path, the bad value and the allowed values."""
+    key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    schema = error.schema
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"config key {key}: unknown key(s) {extra}; allowed keys are {allowed}"
+    if error.validator == "enum":
+        return f"config key {key}: {error.instance!r} is not allowed; allowed values are {schema['enum']}"
+    if error.validator == "oneOf" and "items" not in schema:
+        return f"config key {key}: {error.instance!r} is not valid ({error.message})"
+    hint = f" ({schema['description']})" if "description" in schema else ""
+    return f"config key {key}: {error.message}{hint}"
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Return a validated copy of `config` with every default filled in.
+
+    Raises ConfigError naming the first offending key (the most specific error).
+    """
+    schema = schema if schema is not None else load_schema()
+    config = copy.deepcopy(dict(config))
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (-len(e.absolute_path), e.path))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(_describe(best))
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    """Rules the schema cannot express."""
+    corpus = config["corpus"]
+    if corpus["name"] != "ptb" and "splits" not in corpus:
+        raise ConfigError(
+            f"config key corpus.splits: corpus {corpus['name']!r} is not built in; "
+            "give a url or path for each of train, valid and test (only 'ptb' is built in)"
+        )
+    first, last = config["probe"]["fit_lags"]
+    if not first < last <= config["probe"]["max_lag"]:
+        raise ConfigError(
+            f"config key probe.fit_lags: {[first, last]} must be increasing and within "
+            f"0..probe.max_lag ({config['probe']['max_lag']})"
+        )
+
+
+def load_config(path: str | Path) -> dict:
+    with open(path) as f:
+        return validate_config(yaml.safe_load(f) or {})
+
+
+def write_effective_config(config: dict, path: str | Path) -> None:
+    """Write the validated config (defaults filled) so results say what produced them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,99 @@
+"""The hyperparameter grid: config lists -> one cell (dict) per training run.
+
+A cell's run path is readable, one `key~value` directory per hyperparameter
+(`arch~lstm/hidden_size~128/.../seed~0`), in the order of GRID_KEYS.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+# Order of the keys in run paths and tables.
+GRID_KEYS = (
+    "arch", "hidden_size", "num_layers", "init", "init_scale", "forget_bias",
+    "lr", "optimizer", "clip", "bptt", "batch_size", "epochs", "seed",
+)
+GATED_ARCHS = ("lstm", "gru")
+VANILLA_ARCHS = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn")
+ALL_ARCHS = VANILLA_ARCHS + GATED_ARCHS
+NOT_APPLICABLE = "na"
+
+
+def normalise_cell(cell: dict) -> dict:
+    """Fix hyperparameters an arch ignores, so equivalent cells coincide.
+
+    The forget-gate bias only exists in the LSTM; the IRNN is by definition
+    identity-initialised.
+    """
+    cell = dict(cell)
+    if cell["arch"] != "lstm":
+        cell["forget_bias"] = NOT_APPLICABLE
+    if cell["arch"] == "irnn":
+        cell["init"] = "identity"
+    return cell
+
+
+def _matches(cell: dict, pattern: dict) -> bool:
+    return all(cell.get(key) == value for key, value in pattern.items())
+
+
+def expand_grid(grid: dict, exclude: list[dict] = ()) -> list[dict]:
+    """Cartesian product of the grid lists, normalised, deduplicated, minus exclusions.
+
+    Raises ValueError when nothing is left to train.
+    """
+    missing = [key for key in GRID_KEYS if key not in grid]
+    if missing:
+        raise ValueError(f"grid is missing keys {missing}")
+    cells, seen = [], set()
+    for values in itertools.product(*(grid[key] for key in GRID_KEYS)):
+        cell = normalise_cell(dict(zip(GRID_KEYS, values)))
+        if any(_matches(cell, pattern) for pattern in exclude):
+            continue
+        path = run_path(cell)
+        if path not in seen:
+            seen.add(path)
+            cells.append(cell)
+    if not cells:
+        raise ValueError("config key grid: the grid is empty after applying `exclude`")
+    return cells
+
+
+def format_value(value) -> str:
+    """Path-safe, stable text for a hyperparameter value (1.0 -> '1', None -> 'none')."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def run_path(cell: dict) -> str:
+    return "/".join(f"{key}~{format_value(cell[key])}" for key in GRID_KEYS)
+
+
+def parse_value(text: str):
+    """Inverse of format_value for the types a grid holds."""
+    if text == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_run_path(path: str) -> dict:
+    """`arch~lstm/.../seed~0` -> {'arch': 'lstm', ..., 'seed': 0}."""
+    cell = {}
+    for part in path.strip("/").split("/"):
+        key, sep, text = part.partition("~")
+        if sep and key in GRID_KEYS:
+            cell[key] = parse_value(text)
+    missing = [key for key in GRID_KEYS if key not in cell]
+    if missing:
+        raise ValueError(f"run path {path!r} lacks {missing}")
+    return cell

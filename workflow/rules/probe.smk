@@ -1,0 +1,43 @@
+# Stage 3: gradient-vs-distance curves at every checkpoint of every run.
+
+
+rule probe_gradients:
+    input:
+        checkpoints=f"{RUN}/checkpoints",
+        summary=f"{RUN}/summary.json",
+        tokens=f"{TOKENS}/{config['probe']['split']}.npy",
+        code=[package_file("model.py"), package_file("probe.py")],
+    output:
+        curves=f"{RUN}/probe/gradient_curves.csv",
+        summary=f"{RUN}/probe/gradient_summary.csv",
+        contributions=f"{RUN}/probe/temporal_contributions.csv",
+        jacobians=f"{RUN}/probe/jacobian_steps.csv",
+    params:
+        probe=config["probe"],
+    threads: config["probe"]["threads"]
+    log:
+        f"{RESULTS}/logs/probe_gradients/{{run}}.log",
+    script:
+        "../scripts/probe_gradients.py"
+
+
+rule collect_curves:
+    input:
+        curves=run_files("probe/gradient_curves.csv"),
+        summaries=run_files("probe/gradient_summary.csv"),
+        contributions=run_files("probe/temporal_contributions.csv"),
+        jacobians=run_files("probe/jacobian_steps.csv"),
+    output:
+        curves=f"{RESULTS}/tables/gradient_curves.csv",
+        summary=f"{RESULTS}/tables/gradient_summary.csv",
+        contributions=f"{RESULTS}/tables/temporal_contributions.csv",
+        jacobians=f"{RESULTS}/tables/jacobian_steps.csv",
+    log:
+        f"{RESULTS}/logs/collect_curves.log",
+    script:
+        "../scripts/collect_curves.py"
+
+
+rule curves:
+    input:
+        rules.collect_curves.output,

@@ -1,0 +1,40 @@
+# Stage 2: train one language model per grid cell, keeping checkpoints and metrics.
+
+
+rule train_model:
+    input:
+        **token_files(TOKENS),
+        code=[package_file("model.py"), package_file("training.py")],
+    output:
+        summary=f"{RUN}/summary.json",
+        metrics=f"{RUN}/metrics.csv",
+        epochs=f"{RUN}/epochs.csv",
+        checkpoints=directory(f"{RUN}/checkpoints"),
+    params:
+        cell=get_cell,
+        training=config["training"],
+    threads: config["training"]["threads"]
+    log:
+        f"{RESULTS}/logs/train_model/{{run}}.log",
+    script:
+        "../scripts/train_model.py"
+
+
+rule collect_runs:
+    input:
+        summaries=run_files("summary.json"),
+        epochs=run_files("epochs.csv"),
+        metrics=run_files("metrics.csv"),
+    output:
+        runs=f"{RESULTS}/tables/runs.csv",
+        epochs=f"{RESULTS}/tables/epochs.csv",
+        steps=f"{RESULTS}/tables/training_steps.csv",
+    log:
+        f"{RESULTS}/logs/collect_runs.log",
+    script:
+        "../scripts/collect_runs.py"
+
+
+rule models:
+    input:
+        rules.collect_runs.output,
