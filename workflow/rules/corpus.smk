@@ -1,20 +1,22 @@
 # Stage 1: fetch and verify the corpus, then tokenise it at word and character level.
+# Only the configured corpus can be downloaded; its params hold just where the text comes
+# from, so changing corpus.level does not fetch the text again.
 
 
 rule download_corpus:
     output:
-        expand(f"{DATA}/corpus/{{{{corpus}}}}/{{split}}.txt", split=SPLITS),
+        **{split: f"{DATA}/corpus/{CORPUS}/{split}.txt" for split in SPLITS},
     params:
-        corpus=config["corpus"],
+        corpus={key: value for key, value in config["corpus"].items() if key != "level"},
     log:
-        f"{DATA}/logs/download_corpus/{{corpus}}.log",
+        f"{DATA}/logs/download_corpus/{CORPUS}.log",
     script:
         "../scripts/download_corpus.py"
 
 
 rule tokenise_corpus:
     input:
-        expand(f"{DATA}/corpus/{{{{corpus}}}}/{{split}}.txt", split=SPLITS),
+        **{split: f"{DATA}/corpus/{{corpus}}/{split}.txt" for split in SPLITS},
         code=package_file("corpus.py"),
     output:
         **token_files(f"{DATA}/tokens/{{corpus}}-{{level}}"),
