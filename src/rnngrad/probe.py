@@ -1,0 +1,527 @@
+"""Gradient-vs-distance probe: how dL_T/dh_{T-k} decays (or grows) with the lag k.
+
+Definition (the README and the report repeat it):
+
+- Windows: W windows of B + K + 2 tokens at random positions of a split, drawn with a
+  fixed seed, so every run sees the same positions. The model reads B + K + 1 tokens:
+  B burn-in steps without gradient from a zero state (realistic states), then K + 1
+  steps t = T-K..T unrolled with gradient; L_T is the cross-entropy of predicting the
+  token after step T, one loss per window.
+- Everything runs in float64, cell by cell, with the weights read by their torch.nn
+  names (`weight_ih_l0`, `weight_hh_l0`, ...): the unrolled cells give exactly the
+  fused module's outputs (tests/test_probe.py).
+- One forward and ONE backward pass give every lag of every window and layer: a zero
+  "probe" tensor is added to every h_t (and c_t) of every layer, to every embedding
+  output x_t and to every recurrent pre-activation W_hh h_{t-1}; the gradients of the
+  summed loss with respect to the probes are the total derivatives dL_T/dh_{T-k}
+  (windows are independent, so summing their losses does not mix them).
+- Records per window, layer and lag k = 0..K: g(k) = ||dL_T/dh_{T-k}||_2 (state `h`),
+  ||dL_T/dc_{T-k}||_2 for the LSTM (`c`), ||dL_T/dx_{T-k}||_2 for the embedding
+  vector (`x`, layer 0), and the temporal contributions of Pascanu et al. (2013,
+  eq. 4-5): the part of dL_T/dW_hh that comes from step T-k is the rank-one matrix
+  (dL_T/de_{T-k}) h_{T-k-1}^T, whose Frobenius norm is ||dL_T/de_{T-k}|| ||h_{T-k-1}||.
+- Loss-free Jacobian products on the first `jacobian_windows` windows, per layer:
+  ||dh_T/dh_{T-k}||_2 (spectral norm; for the LSTM the state is (h, c)) as state
+  `jacobian`, and the per-step norms ||dh_t/dh_{t-1}||_2. Per-step Jacobians come from
+  torch.func (vmap of jacrev of one cell step); the product is accumulated backward
+  from T and rescaled every step, so it never under- or overflows.
+- Theory beside it: sigma_max and spectral radius of each W_hh, gamma (bound on the
+  activation's derivative) and Pascanu's bound g(k) <= g(0) (gamma sigma_max)^k. It
+  holds window by window for a single-layer vanilla RNN and for the TOP layer of a
+  stack; a lower layer's h_{T-k} also reaches L_T through the layers above at later
+  steps, so the bound does not apply to it.
+- Censoring: a norm that underflows float64 (== 0) has log10 = -inf; an overflow or a
+  NaN has log10 = +inf. Both are censored: counted in `n_censored`, left out of means;
+  quantiles sort them as -inf / +inf, and a quantile that falls on a censored value is
+  reported as NaN, never as log10(0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from rnngrad.grid import GRID_KEYS, VANILLA_ARCHS, run_path
+from rnngrad.io import write_csv
+from rnngrad.model import ACTIVATION_DERIVATIVE_BOUND, GATES, load_checkpoint, spectral_stats
+
+# Activation of the vanilla cells; tests may swap in a linear one (closed forms).
+ACTIVATIONS = {"rnn_tanh": torch.tanh, "rnn_sigmoid": torch.sigmoid, "rnn_relu": torch.relu, "irnn": torch.relu}
+WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+TABLES = ("curves", "summary", "contributions", "jacobians")
+RUN_COLUMNS = ("run",) + GRID_KEYS
+CURVE_STATS = ("n", "n_censored", "log10_mean", "log10_median", "log10_q25", "log10_q75",
+               "norm_log10_mean", "norm_log10_median", "norm_log10_q25", "norm_log10_q75")
+
+
+# ---------------------------------------------------------------- windows and cells
+
+
+def make_windows(tokens: np.ndarray, n_windows: int, burn_in: int, max_lag: int, seed: int) -> np.ndarray:
+    """(n_windows, burn_in + max_lag + 2) token windows at seeded random positions.
+
+    The positions depend only on (len(tokens), n_windows, window length, seed), so every
+    run probed on the same split sees the same text.
+    """
+    length = burn_in + max_lag + 2
+    if len(tokens) < length:
+        raise ValueError(f"split has {len(tokens)} tokens, fewer than one probe window ({length})")
+    starts = np.random.default_rng(seed).integers(0, len(tokens) - length + 1, size=n_windows)
+    return np.stack([np.asarray(tokens[s:s + length], dtype=np.int64) for s in starts])
+
+
+def layer_weights(model) -> list[dict[str, torch.Tensor]]:
+    """float64 copies of each layer's weights, read by their torch.nn names."""
+    return [
+        {name: getattr(model.rnn, f"{name}_l{layer}").detach().double().clone() for name in WEIGHT_NAMES}
+        for layer in range(model.num_layers)
+    ]
+
+
+def cell_step(arch: str, weights: dict, x_proj: torch.Tensor, state, probe_e: torch.Tensor | None = None):
+    """One recurrent step, torch's equations; x_proj = W_ih x_t + b_ih (all gates).
+
+    `probe_e` is added to W_hh h_{t-1} (all gate blocks, before b_hh): its gradient is
+    the gradient with respect to the recurrent pre-activation. Works on batched
+    (..., H) tensors and on single vectors (for torch.func).
+    """
+    h_prev = state[0] if arch == "lstm" else state
+    recurrent = torch.matmul(h_prev, weights["weight_hh"].t())
+    if probe_e is not None:
+        recurrent = recurrent + probe_e
+    recurrent = recurrent + weights["bias_hh"]
+    if arch in ACTIVATIONS:
+        return ACTIVATIONS[arch](x_proj + recurrent)
+    if arch == "lstm":
+        i, f, g, o = (x_proj + recurrent).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    if arch == "gru":
+        x_r, x_z, x_n = x_proj.chunk(3, dim=-1)
+        h_r, h_z, h_n = recurrent.chunk(3, dim=-1)
+        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        return (1 - z) * n + z * h_prev
+    raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(GATES)}")
+
+
+def _hidden(arch: str, state):
+    return state[0] if arch == "lstm" else state
+
+
+@dataclass
+class Unrolled:
+    """The graph of one batch of windows (time index t = 0..K, lag k = K - t)."""
+
+    loss: torch.Tensor               # (W,) cross-entropy per window
+    hidden: list                     # [layer][t] h_t (probes added), t = 0..K
+    prev_hidden: list                # [layer] h before t = 0 (end of burn-in, no grad)
+    prev_state: list                 # [layer] full state before t = 0 ((h, c) for LSTM)
+    x_proj: list                     # [layer] (K+1, W, G*H) input projections, detached
+    states: list                     # [layer][t] full states, detached (for Jacobians)
+    probes: dict                     # 'h', 'c', 'e': [layer][t]; 'x': [t]
+
+
+def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = None,
+           probe_values: dict | None = None) -> Unrolled:
+    """Run the windows cell by cell in float64 with zero probes on every state.
+
+    tokens: (W, B + K + 2) int64. `weights` defaults to layer_weights(model); pass
+    tensors that require grad to differentiate with respect to them. `probe_values`
+    (tests: finite differences) replaces chosen zero probes, {('h', layer, t): tensor}.
+    """
+    arch = model.arch
+    weights = layer_weights(model) if weights is None else weights
+    probe_values = probe_values or {}
+    embedding = model.embedding.weight.detach().double()
+    inputs, target = tokens[:, :-1].t(), tokens[:, -1]
+    n_windows, steps = tokens.shape[0], inputs.shape[0] - burn_in
+    x = F.embedding(inputs, embedding)
+
+    def zero_state():
+        zeros = x.new_zeros(n_windows, model.hidden_size)
+        return (zeros, zeros.clone()) if arch == "lstm" else zeros
+
+    def probe(kind, layer, t, width):
+        value = probe_values.get((kind, layer, t))
+        if value is None:
+            value = x.new_zeros(n_windows, width)
+        return value.detach().clone().requires_grad_(True)
+
+    # Burn-in: no gradient, from a zero state.
+    prev_state, layer_input = [], x[:burn_in]
+    with torch.no_grad():
+        for w in weights:
+            state = zero_state()
+            if burn_in:
+                projected = torch.matmul(layer_input, w["weight_ih"].t()) + w["bias_ih"]
+                outputs = []
+                for t in range(burn_in):
+                    state = cell_step(arch, w, projected[t], state)
+                    outputs.append(_hidden(arch, state))
+                layer_input = torch.stack(outputs)
+            prev_state.append(state)
+
+    hidden_size, n_gates = model.hidden_size, len(GATES[arch])
+    probes = {"x": [probe("x", 0, t, hidden_size) for t in range(steps)], "h": [], "c": [], "e": []}
+    layer_input = x[burn_in:] + torch.stack(probes["x"])
+    hidden, prev_hidden, x_proj, states = [], [], [], []
+    for layer, w in enumerate(weights):
+        projected = torch.matmul(layer_input, w["weight_ih"].t()) + w["bias_ih"]
+        state = prev_state[layer]
+        layer_probes = {kind: [] for kind in ("h", "c", "e")}
+        outputs, layer_states = [], []
+        for t in range(steps):
+            e = probe("e", layer, t, n_gates * hidden_size)
+            state = cell_step(arch, w, projected[t], state, e)
+            p_h = probe("h", layer, t, hidden_size)
+            if arch == "lstm":
+                p_c = probe("c", layer, t, hidden_size)
+                state = (state[0] + p_h, state[1] + p_c)
+                layer_probes["c"].append(p_c)
+            else:
+                state = state + p_h
+            layer_probes["h"].append(p_h)
+            layer_probes["e"].append(e)
+            outputs.append(_hidden(arch, state))
+            layer_states.append(tuple(s.detach() for s in state) if arch == "lstm" else state.detach())
+        for kind in ("h", "c", "e"):
+            probes[kind].append(layer_probes[kind])
+        hidden.append(outputs)
+        prev_hidden.append(_hidden(arch, prev_state[layer]))
+        x_proj.append(projected.detach())
+        states.append(layer_states)
+        layer_input = torch.stack(outputs)
+    logits = F.linear(layer_input[-1], model.decoder.weight.detach().double(), model.decoder.bias.detach().double())
+    loss = F.cross_entropy(logits, target, reduction="none")
+    return Unrolled(loss, hidden, prev_hidden, prev_state, x_proj, states, probes)
+
+
+# ---------------------------------------------------------------- the probe
+
+
+def _norms_by_lag(grads: list[torch.Tensor]) -> torch.Tensor:
+    """[t] (W, D) gradients -> (W, K+1) norms indexed by lag k = K - t."""
+    return torch.stack([g.norm(dim=-1) for g in reversed(grads)], dim=1)
+
+
+def step_jacobians(arch: str, weights: dict, prev_states, x_proj: torch.Tensor) -> torch.Tensor:
+    """Per-step Jacobians d s_t / d s_{t-1} of one layer, (N, S, S), S = H or 2H (LSTM (h, c)).
+
+    prev_states: (N, S) states s_{t-1}; x_proj: (N, G*H) input projections of step t.
+    """
+    hidden_size = weights["weight_hh"].shape[1]
+
+    def step(s, xp):
+        if arch == "lstm":
+            return torch.cat(cell_step(arch, weights, xp, (s[:hidden_size], s[hidden_size:])))
+        return cell_step(arch, weights, xp, s)
+
+    return torch.func.vmap(torch.func.jacrev(step))(prev_states, x_proj)
+
+
+def jacobian_products(jacobians: torch.Tensor) -> torch.Tensor:
+    """log10 ||J_T J_{T-1} ... J_{T-k+1}||_2 for k = 0..K from (W, K+1, S, S), t-ordered.
+
+    The running product is divided by its norm every step (the log of the scale is
+    kept), so the result neither underflows nor overflows.
+    """
+    n_windows, steps, size, _ = jacobians.shape
+    product = torch.eye(size, dtype=jacobians.dtype).expand(n_windows, size, size)
+    log10_scale = torch.zeros(n_windows, dtype=jacobians.dtype)
+    out = [log10_scale.clone()]
+    for k in range(1, steps):
+        product = product @ jacobians[:, steps - k]
+        norm = torch.linalg.matrix_norm(product, ord=2)
+        log10_scale = log10_scale + torch.log10(norm)
+        product = product / norm[:, None, None]
+        out.append(log10_scale.clone())
+    return torch.stack(out, dim=1)
+
+
+def probe_model(model, windows: np.ndarray, burn_in: int, jacobian_windows: int = 0,
+                chunk_size: int = 128) -> dict[str, np.ndarray]:
+    """Probe one model on token windows (W, B + K + 2).
+
+    Returns float64 arrays indexed [layer, window, lag] (lag k = 0..K): 'h', 'c' (LSTM),
+    'contributions' (||dL_T/dW_hh part from step T-k||_F), 'x' [window, lag] and 'loss'
+    [window]; plus 'jacobian' [layer, window, lag] as log10 ||dh_T/dh_{T-k}||_2 and
+    'step_jacobian' [layer, n] per-step norms on the first `jacobian_windows` windows.
+    Windows are processed in chunks (one forward + one backward each) to bound memory.
+    """
+    model = model.cpu().eval()
+    arch, n_layers = model.arch, model.num_layers
+    weights = layer_weights(model)
+    tokens = torch.as_tensor(windows, dtype=torch.int64)
+    keys = ("h", "c", "contributions") if arch == "lstm" else ("h", "contributions")
+    parts = {key: [] for key in keys + ("x", "loss")}
+    jacobian_unrolled = None
+    for start in range(0, len(tokens), chunk_size):
+        unrolled = unroll(model, tokens[start:start + chunk_size], burn_in, weights)
+        flat = unrolled.probes["x"] + [p for kind in keys[:-1] for layer in unrolled.probes[kind] for p in layer]
+        flat += [p for layer in unrolled.probes["e"] for p in layer]
+        # c_T does not reach L_T (only h_T does): its exact zero gradient is kept.
+        grads = iter(torch.autograd.grad(unrolled.loss.sum(), flat, allow_unused=True, materialize_grads=True))
+        steps = len(unrolled.probes["x"])
+        take = lambda: [next(grads) for _ in range(steps)]  # noqa: E731 (consumes in order)
+        parts["x"].append(_norms_by_lag(take()))
+        for kind in keys[:-1]:
+            parts[kind].append(torch.stack([_norms_by_lag(take()) for _ in range(n_layers)]))
+        contributions = []
+        for layer in range(n_layers):
+            e_norms = _norms_by_lag(take())
+            h_prev = [unrolled.prev_hidden[layer]] + unrolled.hidden[layer][:-1]
+            h_norms = _norms_by_lag([h.detach() for h in h_prev])
+            contributions.append(e_norms * h_norms)
+        parts["contributions"].append(torch.stack(contributions))
+        parts["loss"].append(unrolled.loss.detach())
+        if start == 0 and jacobian_windows:
+            jacobian_unrolled = unrolled
+    # Per-layer arrays are (layers, windows, lags): chunks join on the windows axis.
+    result = {key: torch.cat(value, dim=0 if key in ("x", "loss") else 1).numpy() for key, value in parts.items()}
+    if jacobian_unrolled is not None:
+        result.update(_probe_jacobians(arch, weights, jacobian_unrolled, min(jacobian_windows, chunk_size)))
+    return result
+
+
+def _probe_jacobians(arch: str, weights: list, unrolled: Unrolled, n_windows: int) -> dict[str, np.ndarray]:
+    products, step_norms = [], []
+    for layer, w in enumerate(weights):
+        def flat(state):
+            state = torch.cat(state, dim=-1) if arch == "lstm" else state
+            return state[:n_windows]
+
+        prev = torch.stack([flat(unrolled.prev_state[layer])] + [flat(s) for s in unrolled.states[layer][:-1]], dim=1)
+        x_proj = unrolled.x_proj[layer][:, :n_windows].transpose(0, 1)
+        windows, steps = prev.shape[:2]
+        jac = step_jacobians(arch, w, prev.flatten(0, 1).detach(), x_proj.flatten(0, 1))
+        jac = jac.view(windows, steps, *jac.shape[1:])
+        step_norms.append(torch.linalg.matrix_norm(jac, ord=2).flatten())
+        products.append(jacobian_products(jac))
+    return {"jacobian": torch.stack(products).numpy(), "step_jacobian": torch.stack(step_norms).numpy()}
+
+
+# ---------------------------------------------------------------- censored statistics
+
+
+def censored_log10(values: np.ndarray) -> np.ndarray:
+    """log10 of norms; 0 (underflow) -> -inf, overflow or NaN -> +inf (both censored)."""
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log10(values)
+    logs[np.isnan(logs)] = np.inf
+    return logs
+
+
+def _quantile_signed(logs: np.ndarray, q: float) -> np.ndarray:
+    """Linear-interpolated quantile over axis 0 of logs that may hold +-inf.
+
+    Returns -inf / +inf where the quantile falls on (or interpolates with) an
+    underflowed / overflowed value, NaN where it would mix both.
+    """
+    ordered = np.sort(logs, axis=0)
+    position = q * (ordered.shape[0] - 1)
+    lo, hi = math.floor(position), math.ceil(position)
+    frac = position - lo
+    a, b = ordered[lo], ordered[hi]
+    if frac == 0:
+        return a.copy()
+    low, high = a == -np.inf, b == np.inf
+    with np.errstate(invalid="ignore"):
+        out = a + frac * (b - a)
+    return np.where(low & high, np.nan, np.where(low, -np.inf, np.where(high, np.inf, out)))
+
+
+def censored_quantile(logs: np.ndarray, q: float) -> np.ndarray:
+    """Quantile over axis 0; NaN where it falls on a censored value."""
+    out = _quantile_signed(logs, q)
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def log10_mean(logs: np.ndarray) -> np.ndarray:
+    """log10 of the mean of 10**logs over axis 0, censored (non-finite) values left out."""
+    finite = np.isfinite(logs)
+    safe = np.where(finite, logs, -np.inf)
+    peak = np.max(safe, axis=0)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        total = np.sum(np.where(finite, 10.0 ** (safe - peak), 0.0), axis=0)
+        count = finite.sum(axis=0)
+        out = peak + np.log10(total) - np.log10(np.maximum(count, 1))
+    return np.where(count > 0, out, np.nan)
+
+
+def normalise(logs: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """logs minus each window's lag-0 log (or `reference`, per window); censored stays censored."""
+    reference = logs[:, 0] if reference is None else reference
+    normalised = logs - reference[:, None]
+    normalised[~np.isfinite(reference)] = np.inf  # nothing to divide by: censored
+    normalised[np.isnan(normalised)] = np.inf
+    return normalised
+
+
+def curve_stats(logs: np.ndarray, reference: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-lag statistics of (windows, lags) log10 norms, raw and normalised (see normalise)."""
+    normalised = normalise(logs, reference)
+    stats = {"n": np.full(logs.shape[1], logs.shape[0]), "n_censored": (~np.isfinite(logs)).sum(axis=0)}
+    for prefix, values in (("", logs), ("norm_", normalised)):
+        stats[f"{prefix}log10_mean"] = log10_mean(values)
+        stats[f"{prefix}log10_median"] = censored_quantile(values, 0.5)
+        stats[f"{prefix}log10_q25"] = censored_quantile(values, 0.25)
+        stats[f"{prefix}log10_q75"] = censored_quantile(values, 0.75)
+    return stats
+
+
+def fit_slope(lags: np.ndarray, values: np.ndarray, first: int, last: int) -> dict:
+    """OLS slope (per step) of values vs lags over [first, last], finite values only.
+
+    Returns slope, its standard error and the first/last lag actually used (a median
+    that is censored inside the range shortens it).
+    """
+    keep = (lags >= first) & (lags <= last) & np.isfinite(values)
+    x, y = lags[keep].astype(np.float64), values[keep]
+    if len(x) < 2:
+        return {"slope": np.nan, "slope_se": np.nan, "fit_first": np.nan, "fit_last": np.nan}
+    dx = x - x.mean()
+    sxx = float(dx @ dx)
+    slope = float(dx @ (y - y.mean())) / sxx
+    residuals = y - y.mean() - slope * dx
+    se = math.sqrt(float(residuals @ residuals) / (len(x) - 2) / sxx) if len(x) > 2 else np.nan
+    return {"slope": slope, "slope_se": se, "fit_first": int(x[0]), "fit_last": int(x[-1])}
+
+
+def gradient_horizon(logs: np.ndarray, threshold: float, reference: np.ndarray | None = None) -> tuple[int, bool]:
+    """First lag k >= 1 where the median of g(k)/g(0) is below `threshold`.
+
+    A median that falls on underflowed values counts as below. Never: (K, True).
+    """
+    normalised = normalise(logs, reference)
+    median = _quantile_signed(normalised, 0.5)
+    below = np.nonzero(median[1:] < math.log10(threshold))[0]
+    if len(below):
+        return int(below[0]) + 1, False
+    return logs.shape[1] - 1, True
+
+
+# ---------------------------------------------------------------- per-checkpoint tables
+
+
+def summarise_probe(result: dict, model, probe_config: dict) -> dict[str, pd.DataFrame]:
+    """Tidy tables (without run keys) of one checkpoint's probe result."""
+    arch = model.arch
+    first, last = probe_config["fit_lags"]
+    threshold = probe_config["horizon_threshold"]
+    gamma = ACTIVATION_DERIVATIVE_BOUND.get(arch)
+    spectra = [spectral_stats(w, arch) for w in model.recurrent_weights()]
+    curves, summary, contributions, jacobians = [], [], [], []
+
+    # (layer, state, log10 norms [window, lag], reference for the normalisation).
+    h_logs = [censored_log10(result["h"][layer]) for layer in range(model.num_layers)]
+    series = [(layer, "h", h_logs[layer], None) for layer in range(model.num_layers)]
+    if arch == "lstm":
+        # dL_T/dc_T = 0 exactly (only h_T reaches L_T): c is normalised by g_h(0).
+        series += [(layer, "c", censored_log10(result["c"][layer]), h_logs[layer][:, 0])
+                   for layer in range(model.num_layers)]
+    series.append((0, "x", censored_log10(result["x"]), None))
+    if "jacobian" in result:
+        series += [(layer, "jacobian", result["jacobian"][layer], None) for layer in range(model.num_layers)]
+
+    for layer, state, logs, reference in series:
+        lags = np.arange(logs.shape[1])
+        stats = curve_stats(logs, reference)
+        curves.append(pd.DataFrame({"layer": layer, "state": state, "lag": lags, **stats}))
+        horizon, censored = gradient_horizon(logs, threshold, reference)
+        sigma, radius = spectra[layer]["sigma_max"], spectra[layer]["spectral_radius"]
+        summary.append({
+            "layer": layer, "state": state, **fit_slope(lags, stats["log10_median"], first, last),
+            "horizon": horizon, "horizon_censored": censored, "sigma_max": sigma, "spectral_radius": radius,
+            "gamma": gamma, "bound_rate": math.log10(gamma * sigma) if gamma is not None and sigma > 0 else None,
+        })
+
+    for layer in range(model.num_layers):
+        values = result["contributions"][layer]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares = values / values.sum(axis=1, keepdims=True)
+        shares[~np.isfinite(shares)] = np.inf  # no finite total: censored
+        contributions.append(pd.DataFrame({
+            "layer": layer, "lag": np.arange(values.shape[1]),
+            "log10_median": censored_quantile(censored_log10(values), 0.5),
+            "share_median": censored_quantile(shares, 0.5),
+        }))
+        if "step_jacobian" in result:
+            norms = result["step_jacobian"][layer]
+            q = np.quantile(norms, [0.05, 0.25, 0.5, 0.75, 0.95])
+            jacobians.append({
+                "layer": layer, "q05": q[0], "q25": q[1], "median": q[2], "q75": q[3], "q95": q[4],
+                "max": norms.max(), "bound": gamma * spectra[layer]["sigma_max"] if gamma is not None else None,
+            })
+    return {
+        "curves": pd.concat(curves, ignore_index=True),
+        "summary": pd.DataFrame(summary),
+        "contributions": pd.concat(contributions, ignore_index=True),
+        "jacobians": pd.DataFrame(jacobians, columns=["layer", "q05", "q25", "median", "q75", "q95", "max", "bound"]),
+    }
+
+
+def run_keys(hparams: dict) -> dict:
+    """`run` and every GRID_KEYS value, from a checkpoint's hyperparameters."""
+    cell = {key: hparams[key] for key in GRID_KEYS}
+    return {"run": run_path(cell), **cell}
+
+
+def probe_run(checkpoint_dir, tokens_path, probe_config: dict, outputs: dict, threads: int = 1) -> dict:
+    """Probe every checkpoint of one run; write the four per-run CSVs.
+
+    outputs: {'curves', 'summary', 'contributions', 'jacobians'} -> path. Checkpoints
+    whose weights are not finite (a diverged run) are skipped with a message.
+    Returns the tables as DataFrames.
+    """
+    torch.set_num_threads(threads)
+    tokens = np.load(tokens_path)
+    windows = make_windows(tokens, probe_config["windows"], probe_config["burn_in"],
+                           probe_config["max_lag"], probe_config["seed"])
+    tables = {name: [] for name in TABLES}
+    paths = sorted(Path(checkpoint_dir).glob("step_*.pt"))
+    if not paths:
+        raise FileNotFoundError(f"no checkpoints step_*.pt in {checkpoint_dir}")
+    for path in paths:
+        model, checkpoint = load_checkpoint(path)
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            print(f"{path.name}: weights are not finite (diverged); not probed", flush=True)
+            continue
+        result = probe_model(model, windows, probe_config["burn_in"], probe_config["jacobian_windows"])
+        keys = {**run_keys(checkpoint["hparams"]), "step": checkpoint["step"],
+                "tokens_seen": checkpoint["tokens_seen"], "progress": checkpoint.get("progress")}
+        print(f"{path.name}: median loss {np.median(result['loss']):.3f}", flush=True)
+        for name, frame in summarise_probe(result, model, probe_config).items():
+            wanted = keys if name in ("curves", "summary") else {k: v for k, v in keys.items() if k != "tokens_seen"}
+            frame = frame.copy()
+            for column, value in reversed(list(wanted.items())):
+                frame.insert(0, column, [value] * len(frame))
+            tables[name].append(frame)
+    frames = {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in tables.items()}
+    for name in TABLES:
+        write_csv(outputs[name], frames[name])
+    return frames
+
+
+def collect_curves(inputs: dict, outputs: dict) -> None:
+    """Concatenate per-run probe CSVs into the four tables.
+
+    inputs: {'curves', 'summary', 'contributions', 'jacobians'} -> list of per-run paths;
+    outputs: the same names -> table path.
+    """
+    for name in TABLES:
+        frames = []
+        for path in inputs[name]:
+            try:
+                frames.append(pd.read_csv(path, keep_default_na=False, na_values=[""]))
+            except pd.errors.EmptyDataError:  # a run whose every checkpoint diverged
+                continue
+        write_csv(outputs[name], pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
