@@ -8,6 +8,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from rnngrad.grid import expand_grid
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -34,6 +36,22 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
         return yaml.safe_load(f)
 
 
+_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+
+
+def _allowed_items(items: dict) -> str:
+    """What a list item may be, in words: its enum, or its type and bounds."""
+    if "enum" in items:
+        return str(items["enum"])
+    if "oneOf" in items:
+        return " or ".join(_allowed_items(alternative) for alternative in items["oneOf"])
+    if items.get("type") == "null":
+        return "null"
+    kind = items.get("type", "value")
+    bounds = [f"{_BOUNDS[name]} {items[name]}" for name in _BOUNDS if name in items]
+    return f"{kind}s" + (f" {' and '.join(bounds)}" if bounds else "")
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     """One line naming the key path, the bad value and the allowed values."""
     key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
@@ -44,6 +62,18 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"config key {key}: unknown key(s) {extra}; allowed keys are {allowed}"
     if error.validator == "enum":
         return f"config key {key}: {error.instance!r} is not allowed; allowed values are {schema['enum']}"
+    if error.validator in _BOUNDS:
+        return (f"config key {key}: {error.instance!r} is out of range; allowed values are "
+                f"numbers {_BOUNDS[error.validator]} {error.validator_value}")
+    if error.validator == "minItems":
+        return (f"config key {key}: {error.instance!r} has fewer than {error.validator_value} item(s); "
+                f"allowed values are {_allowed_items(schema.get('items', {}))}")
+    if error.validator == "type" and error.validator_value == "array":
+        return f"config key {key}: {error.instance!r} is not a list; give a list, e.g. [{error.instance!r}]"
+    alternatives = schema.get("oneOf", [])
+    if error.validator == "oneOf" and alternatives and all(set(alt) == {"required"} for alt in alternatives):
+        names = [name for alt in alternatives for name in alt["required"]]
+        return f"config key {key}: {error.instance!r} must have exactly one of the keys {names}"
     if error.validator == "oneOf" and "items" not in schema:
         return f"config key {key}: {error.instance!r} is not valid ({error.message})"
     hint = f" ({schema['description']})" if "description" in schema else ""
@@ -74,6 +104,10 @@ def _check_semantics(config: dict) -> None:
             f"config key corpus.splits: corpus {corpus['name']!r} is not built in; "
             "give a url or path for each of train, valid and test (only 'ptb' is built in)"
         )
+    try:
+        expand_grid(config["grid"], config["exclude"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     first, last = config["probe"]["fit_lags"]
     if not first < last <= config["probe"]["max_lag"]:
         raise ConfigError(

@@ -55,7 +55,10 @@ def expand_grid(grid: dict, exclude: list[dict] = ()) -> list[dict]:
             seen.add(path)
             cells.append(cell)
     if not cells:
-        raise ValueError("config key grid: the grid is empty after applying `exclude`")
+        raise ValueError(
+            f"config key exclude: every cell of the grid matches one of {list(exclude)}; "
+            "nothing is left to train (each entry excludes the cells equal to all its keys)"
+        )
     return cells
 
 

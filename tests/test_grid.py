@@ -1,0 +1,85 @@
+"""The grid: Cartesian product, normalisation, deduplication, exclusion, run paths."""
+
+import math
+
+import pytest
+
+from rnngrad.config import validate_config
+from rnngrad.grid import GRID_KEYS, NOT_APPLICABLE, expand_grid, format_value, parse_run_path, run_path
+
+
+def grid(**lists):
+    return validate_config({"grid": lists})["grid"]
+
+
+def test_product_size():
+    g = grid(arch=["lstm"], hidden_size=[16, 32, 64], lr=[0.1, 1.0], seed=[0, 1, 2, 3])
+    cells = expand_grid(g)
+    assert len(cells) == 3 * 2 * 4 == math.prod(len(g[key]) for key in GRID_KEYS)
+    assert len({run_path(cell) for cell in cells}) == len(cells)
+    assert all(list(cell) == list(GRID_KEYS) for cell in cells)
+
+
+def test_forget_bias_only_applies_to_lstm():
+    cells = expand_grid(grid(arch=["lstm", "gru", "rnn_tanh"], forget_bias=[0.0, 1.0, 2.0]))
+    by_arch = {}
+    for cell in cells:
+        by_arch.setdefault(cell["arch"], []).append(cell["forget_bias"])
+    assert sorted(by_arch["lstm"]) == [0.0, 1.0, 2.0]
+    # The other archs collapse to one cell each instead of three identical runs.
+    assert by_arch["gru"] == [NOT_APPLICABLE] and by_arch["rnn_tanh"] == [NOT_APPLICABLE]
+    assert len(cells) == 5
+
+
+def test_irnn_is_always_identity_initialised():
+    cells = expand_grid(grid(arch=["irnn", "rnn_relu"], init=["orthogonal", "uniform"]))
+    irnn = [cell for cell in cells if cell["arch"] == "irnn"]
+    assert [cell["init"] for cell in irnn] == ["identity"]
+    assert sorted(cell["init"] for cell in cells if cell["arch"] == "rnn_relu") == ["orthogonal", "uniform"]
+
+
+def test_exclusion_matches_all_keys_of_an_entry():
+    g = grid(arch=["lstm", "gru"], hidden_size=[16, 32], seed=[0, 1])
+    cells = expand_grid(g, [{"arch": "lstm", "hidden_size": 32}])
+    assert len(cells) == 8 - 2
+    assert not any(cell["arch"] == "lstm" and cell["hidden_size"] == 32 for cell in cells)
+    # Exclusions see normalised cells: forget_bias 1.0 exists only for the LSTM.
+    cells = expand_grid(g, [{"forget_bias": 1.0}])
+    assert {cell["arch"] for cell in cells} == {"gru"}
+    # clip null (no clipping) can be excluded too.
+    cells = expand_grid(grid(clip=[None, 5.0]), [{"clip": None}])
+    assert [cell["clip"] for cell in cells] == [5.0] * len(cells)
+
+
+def test_empty_after_exclusion_raises():
+    with pytest.raises(ValueError, match="config key exclude"):
+        expand_grid(grid(arch=["lstm"]), [{"arch": "lstm"}])
+
+
+def test_missing_grid_key_raises():
+    g = grid()
+    del g["seed"]
+    with pytest.raises(ValueError, match="seed"):
+        expand_grid(g)
+
+
+def test_run_path_roundtrip():
+    g = grid(arch=["lstm", "irnn"], init_scale=[0.5, 1.25], lr=[1.0, 1e-3], clip=[None, 0.25], seed=[0, 7])
+    for cell in expand_grid(g):
+        path = run_path(cell)
+        assert path.split("/")[0] == f"arch~{cell['arch']}"
+        assert path.split("/")[-1] == f"seed~{cell['seed']}"
+        assert parse_run_path(path) == cell
+        # A results prefix in front of the path is ignored.
+        assert parse_run_path(f"results/runs/{path}/") == cell
+
+
+def test_run_path_values_are_readable():
+    assert format_value(1.0) == "1" and format_value(0.001) == "0.001" and format_value(None) == "none"
+    cell = expand_grid(grid(arch=["gru"], clip=[None]))[0]
+    assert "clip~none" in run_path(cell) and "forget_bias~na" in run_path(cell)
+
+
+def test_parse_run_path_needs_every_key():
+    with pytest.raises(ValueError, match="lacks"):
+        parse_run_path("arch~lstm/hidden_size~64")
