@@ -13,6 +13,7 @@ rule train_model:
     params:
         cell=get_cell,
         training=config["training"],
+        corpus=config["corpus"],
     threads: config["training"]["threads"]
     log:
         f"{RESULTS}/logs/train_model/{{run}}.log",

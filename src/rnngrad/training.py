@@ -1,0 +1,524 @@
+"""Train one grid cell: a language model with truncated BPTT, resumable and deterministic.
+
+As in pytorch/examples word_language_model, the train split is cut into
+`batch_size` columns and read `bptt` steps at a time; the hidden state is carried
+from one batch to the next but detached, so gradients flow back at most `bptt` steps.
+
+While it runs, a job keeps everything it needs to continue (weights, optimizer,
+lr schedule, hidden state, data position, RNG states, metrics and checkpoints so
+far) in `<run>/.partial/`, rewritten atomically at every checkpoint, every epoch
+and every `save_every_s` seconds. A rerun after a crash or SIGKILL continues from
+there and ends with the same numbers as an uninterrupted run (bitwise on CPU with
+the same thread count). Only a run that has finished moves its declared outputs
+(summary.json, metrics.csv, epochs.csv, checkpoints/) into place.
+
+A NaN or Inf loss or gradient norm is a result, not a crash: the run stops with
+status 'diverged', the step where it happened and its last finite metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from rnngrad.grid import GRID_KEYS, run_path
+from rnngrad.io import write_csv, write_json
+from rnngrad.model import RNNModel, build_model, save_checkpoint, spectral_stats
+
+EVAL_BATCH_SIZE = 10
+SAVE_EVERY_S = 60.0
+PARTIAL_DIR = ".partial"
+STATE_FILE = "state.pt"
+# Settings of the `training` config section that change the numbers a run produces.
+TRAINING_KEYS = (
+    "max_tokens", "lr_schedule", "lr_decay", "decay_start_epoch", "init_range",
+    "checkpoints", "spectral_every", "eval_max_tokens",
+)
+METRIC_COLUMNS = ("step", "epoch", "tokens", "train_loss", "grad_norm", "clipped", "lr", "wall_s")
+EPOCH_COLUMNS = ("epoch", "step", "tokens", "lr", "train_loss", "valid_loss", "valid_ppl")
+
+
+# ----------------------------------------------------------------------------- data
+
+def batchify(ids: np.ndarray, batch_size: int) -> torch.Tensor:
+    """1-D token ids -> (rows, batch_size): column j is the j-th contiguous slice of the text."""
+    rows = len(ids) // batch_size
+    if rows < 2:
+        raise ValueError(f"{len(ids)} tokens are too few for batch size {batch_size}")
+    data = torch.from_numpy(np.ascontiguousarray(ids[: rows * batch_size], dtype=np.int64))
+    return data.view(batch_size, rows).t().contiguous()
+
+
+def batch_starts(rows: int, bptt: int) -> list[int]:
+    """Start row of every (input, target) window of one pass over `rows` rows."""
+    return list(range(0, rows - 1, bptt))
+
+
+def get_batch(source: torch.Tensor, start: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    length = min(bptt, len(source) - 1 - start)
+    return source[start:start + length], source[start + 1:start + 1 + length]
+
+
+def steps_per_epoch(rows: int, bptt: int, batch_size: int, max_tokens: int | None) -> int:
+    """Windows per epoch: the whole split, or as many as `max_tokens` needs."""
+    full = len(batch_starts(rows, bptt))
+    if max_tokens is None:
+        return full
+    return min(full, math.ceil(max_tokens / (bptt * batch_size)))
+
+
+def checkpoint_steps(fractions, planned_steps: int) -> list[int]:
+    """Steps at the configured fractions of training; initialisation and the end always included."""
+    steps = {round(f * planned_steps) for f in fractions} | {0, planned_steps}
+    return sorted(steps)
+
+
+def detach(hidden):
+    return tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+
+
+@torch.no_grad()
+def evaluate(model: RNNModel, data: torch.Tensor, bptt: int) -> float:
+    """Mean cross-entropy (nats per token) over `data` (rows, batch)."""
+    model.eval()
+    hidden = model.init_hidden(data.shape[1])
+    total, count = 0.0, 0
+    for start in batch_starts(len(data), bptt):
+        inputs, targets = get_batch(data, start, bptt)
+        logits, hidden = model(inputs, hidden)
+        total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+        count += targets.numel()
+    model.train()
+    return total / count
+
+
+def perplexity(loss: float | None) -> float | None:
+    if loss is None or not math.isfinite(loss):
+        return None
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+def load_split(token_dir: Path, split: str, limit: int | None = None) -> np.ndarray:
+    ids = np.load(Path(token_dir) / f"{split}.npy")
+    return ids if limit is None else ids[: limit + 1]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but torch sees no CUDA device")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adam'")
+
+
+def next_lr(schedule: str, lr: float, epoch: int, improved: bool, decay: float, start_epoch: int) -> float:
+    """Learning rate for epoch `epoch + 1`, given the one used in `epoch` (1-based).
+
+    plateau: divide by `decay` when the validation loss did not improve;
+    step (Zaremba et al. 2014): multiply by `decay` from epoch `start_epoch` on;
+    constant: unchanged.
+    """
+    if schedule == "plateau":
+        return lr if improved else lr / decay
+    if schedule == "step":
+        return lr * decay if epoch + 1 >= start_epoch else lr
+    if schedule == "constant":
+        return lr
+    raise ValueError(f"unknown lr_schedule {schedule!r}")
+
+
+# ----------------------------------------------------------------------------- state
+
+def rng_states() -> dict:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def fingerprint(hparams: dict) -> str:
+    """Identifies what a partial run was computing, so a stale one is never resumed."""
+    return hashlib.sha256(json.dumps(hparams, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def save_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, expected_fingerprint: str) -> dict | None:
+    """The saved progress of this exact run, or None (missing, unreadable or stale)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a torn file cannot happen (atomic rename), but never trust it
+        print(f"ignoring unreadable resume state {path}: {error}")
+        return None
+    if state.get("fingerprint") != expected_fingerprint:
+        print(f"ignoring resume state {path}: it belongs to other hyperparameters")
+        return None
+    return state
+
+
+# ----------------------------------------------------------------------------- training
+
+class Trainer:
+    """One run's model, optimizer and bookkeeping; `run()` trains to the end or to divergence."""
+
+    def __init__(self, cell: dict, training: dict, train_ids: np.ndarray, valid_ids: np.ndarray,
+                 test_ids: np.ndarray, vocab_size: int, *, corpus: str = "ptb", level: str = "word",
+                 device: str | torch.device = "cpu", log=print):
+        self.cell, self.training, self.log = dict(cell), dict(training), log
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.arch, self.bptt, self.batch_size = cell["arch"], cell["bptt"], cell["batch_size"]
+        self.clip = cell["clip"]
+        self.hparams = {
+            **{key: cell[key] for key in GRID_KEYS}, "vocab_size": vocab_size, "corpus": corpus,
+            "level": level, **{key: training.get(key) for key in TRAINING_KEYS},
+        }
+        self.train_data = batchify(train_ids, self.batch_size).to(self.device)
+        self.valid_data = batchify(valid_ids, EVAL_BATCH_SIZE).to(self.device)
+        self.test_data = batchify(test_ids, EVAL_BATCH_SIZE).to(self.device)
+        self.starts = batch_starts(len(self.train_data), self.bptt)
+        self.steps_per_epoch = steps_per_epoch(
+            len(self.train_data), self.bptt, self.batch_size, training.get("max_tokens"))
+        self.planned_steps = self.steps_per_epoch * cell["epochs"]
+        self.checkpoint_at = checkpoint_steps(training["checkpoints"], self.planned_steps)
+        self.spectral_every = training["spectral_every"]
+
+        self.model = build_model(**cell, vocab_size=vocab_size, init_range=training.get("init_range")).to(self.device)
+        self.params = list(self.model.parameters())
+        self.optimizer = make_optimizer(cell["optimizer"], self.params, cell["lr"])
+        self.fresh_state()
+
+    # -- progress that a resume must restore
+    def fresh_state(self) -> None:
+        self.lr = float(self.cell["lr"])
+        self.epoch, self.batch, self.step, self.tokens = 1, 0, 0, 0
+        self.hidden = self.model.init_hidden(self.batch_size)
+        self.epoch_loss, self.epoch_steps = 0.0, 0
+        self.best_valid_loss, self.last_valid_loss = None, None
+        self.last_train_loss, self.clipped_steps = None, 0
+        self.metrics, self.epochs = [], []
+        self.train_s, self.wall_s = 0.0, 0.0
+        self.status, self.diverged_step, self.done = "ok", None, False
+
+    def state_dict(self) -> dict:
+        names = ("lr", "epoch", "batch", "step", "tokens", "epoch_loss", "epoch_steps", "best_valid_loss",
+                 "last_valid_loss", "last_train_loss", "clipped_steps", "metrics", "epochs", "train_s",
+                 "wall_s", "status", "diverged_step", "done")
+        return {
+            "fingerprint": fingerprint(self.hparams), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "hidden": self.hidden, "rng": rng_states(),
+            **{name: getattr(self, name) for name in names},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.hidden = state["hidden"]
+        self.hidden = tuple(h.to(self.device) for h in self.hidden) if isinstance(self.hidden, tuple) \
+            else self.hidden.to(self.device)
+        set_rng_states(state["rng"])
+        for name, value in state.items():
+            if name not in ("fingerprint", "model", "optimizer", "hidden", "rng"):
+                setattr(self, name, value)
+        self.set_lr(self.lr)
+
+    def set_lr(self, lr: float) -> None:
+        self.lr = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    # -- one step
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor):
+        """Forward, backward, clip and update; returns (loss, grad_norm) as floats.
+
+        The update is skipped when either is not finite, so the weights stay the last finite ones.
+        """
+        self.hidden = detach(self.hidden)
+        logits, self.hidden = self.model(inputs, self.hidden)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip is None:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        loss_value, norm_value = torch.stack([loss.detach(), norm]).tolist()  # the step's only sync
+        if math.isfinite(loss_value) and math.isfinite(norm_value):
+            self.optimizer.step()
+        return loss_value, norm_value
+
+    def spectral_row(self) -> dict:
+        row = {}
+        for layer, weight in enumerate(self.model.recurrent_weights()):
+            stats = spectral_stats(weight, self.arch)
+            row[f"sigma_max_l{layer}"] = stats["sigma_max"]
+            row[f"spectral_radius_l{layer}"] = stats["spectral_radius"]
+        return row
+
+    # -- bookkeeping
+    def progress(self) -> float:
+        return self.step / self.planned_steps
+
+    def save_checkpoint(self, directory: Path, **extra) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(directory / f"step_{self.step:08d}.pt", self.model, self.hparams, self.step, self.tokens,
+                        progress=self.progress(), epoch=self.epoch, **extra)
+
+    def run(self, partial: Path | None = None, save_every_s: float = SAVE_EVERY_S) -> None:
+        """Train from the current state to the end (or divergence), saving progress under `partial`."""
+        log_every = self.training.get("log_every_s", 5.0)
+        checkpoint_dir = partial / "checkpoints" if partial is not None else None
+        session_start = time.perf_counter()
+        wall_offset = self.wall_s
+        last_save = last_log = session_start
+        log_tokens, log_time = self.tokens, session_start
+
+        def now_wall():
+            return wall_offset + time.perf_counter() - session_start
+
+        def save(force=False):
+            nonlocal last_save
+            if partial is not None:
+                self.wall_s = now_wall()
+                save_state(partial / STATE_FILE, self.state_dict())
+                last_save = time.perf_counter()
+
+        if self.step == 0 and not self.metrics:
+            self.metrics.append({"step": 0, "epoch": 0, "tokens": 0, "lr": self.lr, "wall_s": 0.0,
+                                 **self.spectral_row()})
+            if checkpoint_dir is not None:
+                self.save_checkpoint(checkpoint_dir)
+            save()
+
+        while not self.done:
+            if self.batch >= self.steps_per_epoch:
+                self.end_epoch()
+                if checkpoint_dir is not None and self.done and self.step in self.checkpoint_at:
+                    self.save_checkpoint(checkpoint_dir)
+                save()
+                continue
+            start = time.perf_counter()
+            inputs, targets = get_batch(self.train_data, self.starts[self.batch], self.bptt)
+            loss, norm = self.train_step(inputs, targets)
+            step, self.batch = self.step + 1, self.batch + 1
+            clipped = self.clip is not None and norm > self.clip
+            row = {"step": step, "epoch": self.epoch, "tokens": self.tokens + targets.numel(),
+                   "train_loss": loss, "grad_norm": norm, "clipped": int(clipped), "lr": self.lr,
+                   "wall_s": now_wall()}
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                self.metrics.append(row)
+                self.diverge(step, loss, norm, checkpoint_dir)
+                save()
+                break
+            self.step, self.tokens = step, row["tokens"]
+            self.epoch_loss += loss
+            self.epoch_steps += 1
+            self.last_train_loss = loss
+            self.clipped_steps += int(clipped)
+            if step % self.spectral_every == 0:
+                row.update(self.spectral_row())
+            self.metrics.append(row)
+            self.train_s += time.perf_counter() - start  # training speed: steps and their bookkeeping
+            if step in self.checkpoint_at and step != self.planned_steps and checkpoint_dir is not None:
+                self.save_checkpoint(checkpoint_dir)
+                save()
+            clock = time.perf_counter()
+            if clock - last_log >= log_every:
+                speed = (self.tokens - log_tokens) / max(clock - log_time, 1e-9)
+                remaining = (self.planned_steps - step) * self.bptt * self.batch_size / max(speed, 1e-9)
+                self.log(f"epoch {self.epoch}/{self.cell['epochs']} step {step}/{self.planned_steps} "
+                         f"({100 * self.progress():.1f}%) loss {loss:.4f} lr {self.lr:g} "
+                         f"{speed:,.0f} tokens/s ETA {format_seconds(remaining)}")
+                last_log, log_tokens, log_time = clock, self.tokens, clock
+            if clock - last_save >= save_every_s:
+                save()
+        self.wall_s = now_wall()
+
+    def end_epoch(self) -> None:
+        valid_loss = evaluate(self.model, self.valid_data, self.bptt)
+        improved = self.best_valid_loss is None or valid_loss < self.best_valid_loss
+        train_loss = self.epoch_loss / max(self.epoch_steps, 1)
+        self.epochs.append({"epoch": self.epoch, "step": self.step, "tokens": self.tokens, "lr": self.lr,
+                            "train_loss": train_loss, "valid_loss": valid_loss,
+                            "valid_ppl": perplexity(valid_loss)})
+        self.log(f"epoch {self.epoch} done: step {self.step} train loss {train_loss:.4f} "
+                 f"valid ppl {perplexity(valid_loss):.6g} lr {self.lr:g}")
+        self.last_valid_loss = valid_loss
+        if improved:
+            self.best_valid_loss = valid_loss
+        if self.epoch >= self.cell["epochs"]:
+            self.done = True
+            return
+        self.set_lr(next_lr(self.training["lr_schedule"], self.lr, self.epoch, improved,
+                            self.training["lr_decay"], self.training["decay_start_epoch"]))
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.epoch_loss, self.epoch_steps = 0.0, 0
+        self.hidden = self.model.init_hidden(self.batch_size)
+
+    def diverge(self, step: int, loss: float, norm: float, checkpoint_dir: Path | None) -> None:
+        """Stop at the first non-finite loss or gradient norm, keeping the last finite weights."""
+        self.status, self.diverged_step, self.done = "diverged", step, True
+        self.log(f"diverged at step {step}: loss {loss}, gradient norm {norm}; stopping")
+        finite = all(torch.isfinite(p).all() for p in self.params)
+        if finite:
+            self.last_valid_loss = evaluate(self.model, self.valid_data, self.bptt)
+            if self.best_valid_loss is None or self.last_valid_loss < self.best_valid_loss:
+                self.best_valid_loss = self.last_valid_loss
+            if checkpoint_dir is not None:
+                self.save_checkpoint(checkpoint_dir, status="diverged")
+
+    def summary(self) -> dict:
+        test_loss = None
+        if self.status == "ok" or all(torch.isfinite(p).all() for p in self.params):
+            test_loss = evaluate(self.model, self.test_data, self.bptt)
+        epoch_train = self.epoch_loss / self.epoch_steps if self.epoch_steps else self.last_train_loss
+        return {
+            "run": run_path(self.cell), **self.hparams, "device": str(self.device),
+            "threads": torch.get_num_threads(), "status": self.status, "diverged_step": self.diverged_step,
+            "steps": self.step, "planned_steps": self.planned_steps, "epochs_completed": len(self.epochs),
+            "tokens_seen": self.tokens, "train_loss": finite_or_none(epoch_train),
+            "valid_ppl": perplexity(self.last_valid_loss),
+            "best_valid_ppl": perplexity(self.best_valid_loss), "test_ppl": perplexity(test_loss),
+            "tokens_per_s": self.tokens / self.train_s if self.train_s > 0 else None,
+            "wall_s": self.wall_s, "clipped_fraction": self.clipped_steps / self.step if self.step else 0.0,
+        }
+
+    def metrics_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.metrics)
+        spectral = [f"{kind}_l{layer}" for layer in range(self.cell["num_layers"])
+                    for kind in ("sigma_max", "spectral_radius")]
+        frame = frame.reindex(columns=[*METRIC_COLUMNS, *spectral])
+        frame["clipped"] = frame["clipped"].astype("Int64")  # empty at step 0, 0/1 after
+        return frame
+
+    def epochs_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.epochs, columns=list(EPOCH_COLUMNS))
+
+
+def finite_or_none(value):
+    return value if value is not None and math.isfinite(value) else None
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# ----------------------------------------------------------------------------- one job
+
+def train_run(cell: dict, training: dict, token_dir, run_dir, *, corpus: str = "ptb", level: str = "word",
+              threads: int = 1, save_every_s: float = SAVE_EVERY_S) -> dict:
+    """Train one grid cell into `run_dir`; resume from `run_dir/.partial` when it holds this run's progress.
+
+    Writes summary.json, metrics.csv, epochs.csv and checkpoints/step_*.pt only once
+    training has finished (or diverged); returns the summary.
+    """
+    torch.set_num_threads(threads)
+    token_dir, run_dir = Path(token_dir), Path(run_dir)
+    partial = run_dir / PARTIAL_DIR
+    stats = json.loads((token_dir / "stats.json").read_text())
+    eval_limit = training.get("eval_max_tokens")
+    trainer = Trainer(
+        cell, training, load_split(token_dir, "train"), load_split(token_dir, "valid", eval_limit),
+        load_split(token_dir, "test", eval_limit), stats["vocab_size"], corpus=corpus, level=level,
+        device=training.get("device", "auto"),
+    )
+    print(f"run {run_path(cell)}: {trainer.planned_steps} steps ({trainer.steps_per_epoch} per epoch), "
+          f"checkpoints at steps {trainer.checkpoint_at}, device {trainer.device}, {threads} thread(s)")
+    state = load_state(partial / STATE_FILE, fingerprint(trainer.hparams))
+    if state is not None:
+        trainer.load_state_dict(state)
+        print(f"resuming from step {trainer.step} (epoch {trainer.epoch}) saved in {partial}")
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    trainer.run(partial, save_every_s=save_every_s)
+    summary = trainer.summary()
+    finalise(trainer, summary, partial, run_dir)
+    print(f"finished: status {summary['status']}, valid ppl {summary['valid_ppl']}, test ppl "
+          f"{summary['test_ppl']}, {summary['tokens_per_s'] or 0:,.0f} tokens/s, {summary['wall_s']:.1f} s")
+    return summary
+
+
+def finalise(trainer: Trainer, summary: dict, partial: Path, run_dir: Path) -> None:
+    """Put the declared outputs in place; the summary goes last, as it marks a finished run."""
+    write_csv(run_dir / "metrics.csv", trainer.metrics_frame())
+    write_csv(run_dir / "epochs.csv", trainer.epochs_frame())
+    checkpoints = run_dir / "checkpoints"
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.mkdir(parents=True)
+    for path in sorted((partial / "checkpoints").glob("step_*.pt")):
+        os.link(path, checkpoints / path.name)  # a link, so a crash here leaves the partial run intact
+    write_json(run_dir / "summary.json", summary)
+    shutil.rmtree(partial)
+
+
+# ----------------------------------------------------------------------------- tables
+
+def _with_run_keys(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
+    keys = {"run": summary["run"], **{key: summary[key] for key in GRID_KEYS}}
+    return frame.assign(**keys)[[*keys, *frame.columns]]
+
+
+def collect_runs(summaries, epochs, metrics) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The grid as tidy tables: (runs, epochs, training_steps).
+
+    `summaries`, `epochs`, `metrics`: paths of each run's summary.json, epochs.csv and
+    metrics.csv, in the same run order. Every row carries `run` and the GRID_KEYS.
+    """
+    runs, epoch_frames, step_frames = [], [], []
+    for summary_path, epochs_path, metrics_path in zip(summaries, epochs, metrics, strict=True):
+        summary = json.loads(Path(summary_path).read_text())
+        runs.append({key: json.dumps(value) if isinstance(value, (list, dict)) else value
+                     for key, value in summary.items()})
+        epoch_frames.append(_with_run_keys(pd.read_csv(epochs_path), summary))
+        step_frames.append(_with_run_keys(pd.read_csv(metrics_path), summary))
+    runs = pd.DataFrame(runs)
+    first = ["run", *GRID_KEYS]
+    runs = runs[first + [column for column in runs.columns if column not in first]]
+    return runs, pd.concat(epoch_frames, ignore_index=True), pd.concat(step_frames, ignore_index=True)
+
+
+def write_run_tables(summaries, epochs, metrics, runs_path, epochs_path, steps_path) -> None:
+    runs, epoch_table, steps = collect_runs(summaries, epochs, metrics)
+    write_csv(runs_path, runs)
+    write_csv(epochs_path, epoch_table)
+    write_csv(steps_path, steps)
+    print(f"{len(runs)} runs ({(runs['status'] == 'diverged').sum()} diverged), "
+          f"{len(epoch_table)} epoch rows, {len(steps)} step rows")
