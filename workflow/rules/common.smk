@@ -43,7 +43,7 @@ def run_files(name):
 
 
 wildcard_constraints:
-    run="[^.]+?",
+    run=r"arch~[^/]+(?:/[a-z_]+~[^/]+)*",  # key~value dirs; values may hold dots (init_scale~0.5)
     corpus="[A-Za-z0-9_.-]+",
     split="train|valid|test",
     level="word|char",
