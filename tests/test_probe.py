@@ -1,0 +1,420 @@
+"""The gradient probe is right: fused-module equality, finite differences, a NumPy BPTT,
+closed forms, Pascanu's bound, censoring, temporal contributions, per-run tables."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rnngrad import probe
+from rnngrad.grid import GRID_KEYS, normalise_cell, run_path
+from rnngrad.model import ACTIVATION_DERIVATIVE_BOUND, build_model, load_checkpoint, save_checkpoint, spectral_stats
+
+ARCHS = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn", "lstm", "gru")
+VANILLA = ("rnn_tanh", "rnn_sigmoid", "rnn_relu")
+VOCAB = 13
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def tiny(arch, hidden=6, layers=2, scale=1.0, init="orthogonal", seed=0):
+    return build_model(arch, vocab_size=VOCAB, hidden_size=hidden, num_layers=layers,
+                       init=init, init_scale=scale, forget_bias=1.0, seed=seed)
+
+
+def random_windows(n, burn_in, max_lag, seed=0):
+    return np.random.default_rng(seed).integers(0, VOCAB, size=(n, burn_in + max_lag + 2))
+
+
+# ---------------------------------------------------------------- the unrolled cells
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cells_give_the_fused_modules_outputs(arch):
+    model = tiny(arch)
+    tokens = torch.as_tensor(random_windows(3, 4, 7))
+    unrolled = probe.unroll(model, tokens, burn_in=4)
+    fused = copy.deepcopy(model).double()
+    with torch.no_grad():
+        hidden0 = fused.init_hidden(3)
+        output, final = fused.rnn(fused.embedding(tokens[:, :-1].t()), hidden0)
+    top = torch.stack(unrolled.hidden[-1]).detach()
+    assert torch.allclose(top, output[4:], rtol=0, atol=1e-13)
+    finals = final if arch == "lstm" else (final,)
+    for layer in range(2):
+        last = unrolled.states[layer][-1]
+        last = last if arch == "lstm" else (last,)
+        for ours, theirs in zip(last, finals):
+            assert torch.allclose(ours, theirs[layer], rtol=0, atol=1e-13)
+    # Loss: the fused model's cross-entropy at the last step.
+    logits = fused.decoder(output[-1])
+    expected = torch.nn.functional.cross_entropy(logits, tokens[:, -1], reduction="none")
+    assert torch.allclose(unrolled.loss.detach(), expected, atol=1e-13)
+
+
+def test_chunks_do_not_change_the_result():
+    model = tiny("lstm")
+    windows = random_windows(5, 3, 6)
+    whole = probe.probe_model(model, windows, 3, jacobian_windows=2, chunk_size=128)
+    chunked = probe.probe_model(model, windows, 3, jacobian_windows=2, chunk_size=2)
+    for key in whole:
+        np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-12, atol=0)
+
+
+# ---------------------------------------------------------------- finite differences
+
+
+def finite_difference_gradient(model, tokens, burn_in, kind, layer, t, window, eps=1e-6):
+    """dL_window/d(probe) by central differences, coordinate by coordinate."""
+    width = model.hidden_size
+    grad = np.zeros(width)
+    for i in range(width):
+        losses = []
+        for sign in (1, -1):
+            value = torch.zeros(tokens.shape[0], width, dtype=torch.float64)
+            value[window, i] = sign * eps
+            unrolled = probe.unroll(model, tokens, burn_in, probe_values={(kind, layer, t): value})
+            losses.append(unrolled.loss[window].item())
+        grad[i] = (losses[0] - losses[1]) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_finite_differences_agree_with_g(arch):
+    model = tiny(arch, hidden=4)
+    burn_in, max_lag = 3, 5
+    windows = random_windows(2, burn_in, max_lag, seed=1)
+    result = probe.probe_model(model, windows, burn_in)
+    tokens = torch.as_tensor(windows)
+    checks = [("h", layer, k) for layer in (0, 1) for k in (0, 2, max_lag)] + [("x", 0, 1), ("x", 0, max_lag)]
+    if arch == "lstm":
+        checks += [("c", layer, k) for layer in (0, 1) for k in (1, max_lag)]
+    for kind, layer, k in checks:
+        for window in range(2):
+            numeric = np.linalg.norm(finite_difference_gradient(model, tokens, burn_in, kind, layer, max_lag - k, window))
+            measured = result["x"][window, k] if kind == "x" else result[kind][layer, window, k]
+            assert measured == pytest.approx(numeric, rel=1e-5, abs=1e-9), (kind, layer, k, window)
+
+
+# ---------------------------------------------------------------- the seed tutorial's BPTT
+
+
+class NumpyTanhRNN:
+    """The naive BPTT of the classic tutorial, for our parameterisation.
+
+    s_t = tanh(W_ih E[x_t] + b + W_hh s_{t-1}); L = CE(D s_T + d, y). The backward pass is
+    the explicit delta recursion, truncated `bptt_truncate` steps back from T.
+    """
+
+    def __init__(self, model):
+        get = lambda name: getattr(model.rnn, name).detach().double().numpy().copy()  # noqa: E731
+        self.E = model.embedding.weight.detach().double().numpy()
+        self.W_ih, self.W_hh = get("weight_ih_l0"), get("weight_hh_l0")
+        self.b = get("bias_ih_l0") + get("bias_hh_l0")
+        self.D = model.decoder.weight.detach().double().numpy()
+        self.d = model.decoder.bias.detach().double().numpy()
+
+    def forward(self, inputs):
+        s = [np.zeros(self.W_hh.shape[0])]
+        for token in inputs:
+            s.append(np.tanh(self.W_ih @ self.E[token] + self.b + self.W_hh @ s[-1]))
+        return s  # s[0] is the zero state, s[t + 1] after input t
+
+    def loss(self, inputs, target):
+        logits = self.D @ self.forward(inputs)[-1] + self.d
+        return np.log(np.sum(np.exp(logits - logits.max()))) + logits.max() - logits[target]
+
+    def bptt(self, inputs, target, bptt_truncate):
+        s = self.forward(inputs)
+        logits = self.D @ s[-1] + self.d
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        probs[target] -= 1
+        delta_h = self.D.T @ probs  # dL/ds_T
+        dW_hh, deltas = np.zeros_like(self.W_hh), []
+        for step in range(len(inputs), max(len(inputs) - bptt_truncate - 1, 0), -1):
+            deltas.append(np.linalg.norm(delta_h))
+            delta_pre = delta_h * (1 - s[step] ** 2)
+            dW_hh += np.outer(delta_pre, s[step - 1])
+            delta_h = self.W_hh.T @ delta_pre
+        return dW_hh, np.array(deltas)  # deltas[k] = ||dL/ds_{T-k}||
+
+    def gradient_check(self, inputs, target, h=1e-3, tolerance=1e-2):
+        """The tutorial's check: every entry of dL/dW_hh against central differences."""
+        analytic, _ = self.bptt(inputs, target, bptt_truncate=len(inputs))
+        worst = 0.0
+        for index in np.ndindex(*self.W_hh.shape):
+            original = self.W_hh[index]
+            self.W_hh[index] = original + h
+            plus = self.loss(inputs, target)
+            self.W_hh[index] = original - h
+            minus = self.loss(inputs, target)
+            self.W_hh[index] = original
+            numeric = (plus - minus) / (2 * h)
+            denominator = abs(numeric) + abs(analytic[index])
+            if denominator > 1e-12:
+                worst = max(worst, abs(numeric - analytic[index]) / denominator)
+        return worst
+
+
+@pytest.mark.parametrize("burn_in", [0, 6])
+def test_numpy_bptt_gives_the_probes_gradients(burn_in):
+    model = tiny("rnn_tanh", hidden=5, layers=1, scale=1.2)
+    max_lag = 8
+    windows = random_windows(3, burn_in, max_lag, seed=2)
+    result = probe.probe_model(model, windows, burn_in)
+    weights = probe.layer_weights(model)
+    weights[0]["weight_hh"].requires_grad_(True)
+    tokens = torch.as_tensor(windows)
+    reference = NumpyTanhRNN(model)
+    for window in range(3):
+        inputs, target = windows[window, :-1], windows[window, -1]
+        if burn_in == 0:
+            assert reference.gradient_check(inputs, target) < 1e-2
+        dW_numpy, deltas = reference.bptt(inputs, target, bptt_truncate=max_lag)
+        unrolled = probe.unroll(model, tokens, burn_in, weights)
+        (dW_probe,) = torch.autograd.grad(unrolled.loss[window], weights[0]["weight_hh"])
+        np.testing.assert_allclose(dW_probe.numpy(), dW_numpy, rtol=1e-9, atol=1e-13)
+        np.testing.assert_allclose(result["h"][0, window], deltas, rtol=1e-9)
+
+
+# ---------------------------------------------------------------- closed form
+
+
+@pytest.mark.parametrize("rho", [0.8, 1.1])
+def test_linear_rnn_with_scaled_orthogonal_w_hh_decays_as_rho_to_the_k(monkeypatch, rho):
+    monkeypatch.setitem(probe.ACTIVATIONS, "rnn_tanh", lambda pre: pre)
+    model = tiny("rnn_tanh", hidden=6, layers=1).double()
+    q, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
+    with torch.no_grad():
+        model.rnn.weight_hh_l0.copy_(rho * q)
+    max_lag = 40
+    result = probe.probe_model(model, random_windows(4, 5, max_lag), 5, jacobian_windows=2)
+    lags = np.arange(max_lag + 1)
+    g = result["h"][0]
+    np.testing.assert_allclose(g, g[:, :1] * rho ** lags, rtol=1e-10)
+    np.testing.assert_allclose(result["jacobian"][0], np.tile(lags * np.log10(rho), (2, 1)), atol=1e-10)
+    np.testing.assert_allclose(result["step_jacobian"][0], rho, rtol=1e-10)
+    summary = probe.summarise_probe(result, model, {"fit_lags": [1, 30], "horizon_threshold": 1e-3})["summary"]
+    for state in ("h", "jacobian"):
+        row = summary[summary.state == state].iloc[0]
+        assert row.slope == pytest.approx(np.log10(rho), abs=1e-10)
+        assert row.slope_se == pytest.approx(0, abs=1e-9)
+        assert (row.fit_first, row.fit_last) == (1, 30)
+
+
+# ---------------------------------------------------------------- Pascanu's bound
+
+
+def assert_bound_holds(model, windows, burn_in):
+    """g(k) <= g(0) (gamma sigma_max)^k window by window, for the top layer."""
+    result = probe.probe_model(model, windows, burn_in, jacobian_windows=2)
+    top = model.num_layers - 1
+    gamma = ACTIVATION_DERIVATIVE_BOUND[model.arch]
+    sigma = spectral_stats(model.recurrent_weights()[top], model.arch)["sigma_max"]
+    g = result["h"][top]
+    lags = np.arange(g.shape[1])
+    bound = g[:, :1] * (gamma * sigma) ** lags
+    assert np.all(g <= bound * (1 + 1e-9) + 1e-300)
+    assert np.all(result["step_jacobian"][top] <= gamma * sigma * (1 + 1e-9))
+    return g, bound
+
+
+@pytest.mark.parametrize("arch", VANILLA)
+@pytest.mark.parametrize("scale", [0.5, 1.0, 2.0, 4.0])
+@pytest.mark.parametrize("init", ["orthogonal", "uniform"])
+def test_pascanu_bound_holds_window_by_window(arch, scale, init):
+    for layers in (1, 2):
+        model = tiny(arch, hidden=8, layers=layers, scale=scale, init=init)
+        g, bound = assert_bound_holds(model, random_windows(6, 5, 25), 5)
+        if arch == "rnn_sigmoid" and init == "orthogonal":
+            # Not vacuous: for the sigmoid the bound is close to the truth.
+            assert np.median(np.log10(g[:, 10] / bound[:, 10])) > -3
+
+
+@pytest.mark.parametrize("arch", ["rnn_tanh", "rnn_sigmoid"])
+def test_pascanu_bound_holds_at_trained_checkpoints(arch, tmp_path):
+    model = tiny(arch, hidden=8, layers=1, scale=1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=2.0)
+    data = torch.as_tensor(random_windows(8, 0, 18, seed=5)).t()
+    windows = random_windows(6, 5, 25, seed=6)
+    weights_before = model.rnn.weight_hh_l0.detach().clone()
+    for step in range(6):
+        optimizer.zero_grad()
+        logits, _ = model(data[:-1], model.init_hidden(data.shape[1]))
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), data[1:].flatten()).backward()
+        optimizer.step()
+        path = tmp_path / f"step_{step:08d}.pt"
+        save_checkpoint(path, model, {"arch": arch, "vocab_size": VOCAB, "hidden_size": 8, "num_layers": 1},
+                        step=step, tokens_seen=0)
+        loaded, _ = load_checkpoint(path)
+        assert_bound_holds(loaded, windows, 5)
+    assert not torch.allclose(model.rnn.weight_hh_l0, weights_before)
+
+
+# ---------------------------------------------------------------- censoring
+
+
+def test_censored_statistics_never_report_log_of_zero():
+    values = np.array([[1.0, 1e-3, 0.0], [1.0, 1e-2, 0.0], [1.0, 0.0, 1e-300], [2.0, np.inf, 1e-5]])
+    logs = probe.censored_log10(values)
+    stats = probe.curve_stats(logs)
+    assert list(stats["n"]) == [4, 4, 4] and list(stats["n_censored"]) == [0, 2, 2]
+    # The mean leaves censored values out: lag 1 -> mean(1e-3, 1e-2).
+    assert stats["log10_mean"][1] == pytest.approx(np.log10(5.5e-3))
+    # Median of lag 2 falls between 0.0 and 1e-300: censored -> NaN (not -inf).
+    assert np.isnan(stats["log10_median"][2])
+    # Quantiles below the censored ones stay finite: q75 of lag 2 between 1e-300 and 1e-5.
+    assert stats["log10_q75"][2] == pytest.approx(-300 + 0.25 * 295)
+    for column in stats.values():
+        assert not np.isinf(column).any()
+
+
+def test_an_underflowing_probe_is_censored_in_the_tables():
+    # A sigmoid RNN loses > 0.6 decades per step: past ~550 steps float64 underflows.
+    model = tiny("rnn_sigmoid", hidden=4, layers=1, scale=1.0)
+    result = probe.probe_model(model, random_windows(4, 2, 700), 2)
+    assert (result["h"][0, :, -1] == 0).all() and (result["h"][0, :, 1] > 0).all()
+    tables = probe.summarise_probe(result, model, {"fit_lags": [1, 40], "horizon_threshold": 1e-3})
+    curves = tables["curves"][tables["curves"].state == "h"]
+    assert curves.n_censored.iloc[-1] == 4 and curves.n_censored.iloc[1] == 0
+    assert curves.log10_median.iloc[-1] != curves.log10_median.iloc[-1]  # NaN
+    for frame in tables.values():
+        numeric = frame.select_dtypes("number").to_numpy(dtype=float)
+        assert not np.isinf(numeric).any()
+    summary = tables["summary"].set_index("state").loc["h"]
+    assert np.isfinite(summary.slope) and summary.slope < -0.3
+    assert not summary.horizon_censored and summary.horizon < 20
+
+
+def test_fit_slope_and_horizon():
+    lags = np.arange(11)
+    line = 2.0 - 0.5 * lags
+    fit = probe.fit_slope(lags, line, 2, 8)
+    assert fit["slope"] == pytest.approx(-0.5) and fit["slope_se"] == pytest.approx(0, abs=1e-12)
+    assert (fit["fit_first"], fit["fit_last"]) == (2, 8)
+    noisy = line + np.random.default_rng(0).normal(0, 0.1, size=11)
+    noisy[7:] = np.nan  # censored medians shorten the fit
+    fit = probe.fit_slope(lags, noisy, 2, 8)
+    assert fit["fit_last"] == 6 and fit["slope_se"] > 0
+    x, y = lags[2:7], noisy[2:7]
+    expected = np.polyfit(x, y, 1)[0]
+    assert fit["slope"] == pytest.approx(expected)
+    logs = np.tile(line, (3, 1))  # normalised median drops by 0.5 per lag
+    assert probe.gradient_horizon(logs, 1e-3) == (7, False)  # -3.5 < -3 first at 7
+    assert probe.gradient_horizon(logs, 1e-9) == (10, True)
+    logs[:, 4:] = -np.inf  # underflow counts as below the threshold
+    assert probe.gradient_horizon(logs, 1e-3) == (4, False)
+
+
+# ---------------------------------------------------------------- temporal contributions
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_temporal_contributions_sum_to_autograds_dl_dw_hh(arch):
+    model = tiny(arch, hidden=5)
+    burn_in, max_lag = 4, 9
+    windows = random_windows(3, burn_in, max_lag, seed=4)
+    weights = probe.layer_weights(model)
+    for w in weights:
+        w["weight_hh"].requires_grad_(True)
+    unrolled = probe.unroll(model, torch.as_tensor(windows), burn_in, weights)
+    result = probe.probe_model(model, windows, burn_in)
+    for layer in range(2):
+        for window in range(3):
+            loss = unrolled.loss[window]
+            (expected,) = torch.autograd.grad(loss, weights[layer]["weight_hh"], retain_graph=True)
+            e_grads = torch.autograd.grad(loss, unrolled.probes["e"][layer], retain_graph=True)
+            h_prev = [unrolled.prev_hidden[layer]] + unrolled.hidden[layer][:-1]
+            parts = [torch.outer(e[window], h[window].detach()) for e, h in zip(e_grads, h_prev)]
+            assert torch.allclose(sum(parts), expected, rtol=1e-12, atol=1e-15)
+            norms = [torch.linalg.matrix_norm(p).item() for p in reversed(parts)]  # by lag
+            np.testing.assert_allclose(result["contributions"][layer, window], norms, rtol=1e-10, atol=1e-300)
+
+
+def test_contribution_table_shares():
+    model = tiny("rnn_tanh", hidden=5, layers=1, scale=0.6)
+    result = probe.probe_model(model, random_windows(5, 3, 20), 3)
+    table = probe.summarise_probe(result, model, {"fit_lags": [1, 10], "horizon_threshold": 1e-3})["contributions"]
+    shares = result["contributions"][0] / result["contributions"][0].sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(table.share_median, np.median(shares, axis=0))
+    # A contracting RNN learns from the recent past: recent lags dominate.
+    assert table.share_median.iloc[:3].sum() > table.share_median.iloc[10:].sum()
+
+
+# ---------------------------------------------------------------- windows and per-run tables
+
+
+def test_windows_are_the_same_for_every_run():
+    tokens = np.arange(1000)
+    a = probe.make_windows(tokens, 7, 5, 10, seed=9)
+    assert a.shape == (7, 17) and (np.diff(a, axis=1) == 1).all()
+    np.testing.assert_array_equal(a, probe.make_windows(tokens, 7, 5, 10, seed=9))
+    assert not np.array_equal(a, probe.make_windows(tokens, 7, 5, 10, seed=10))
+    with pytest.raises(ValueError, match="fewer than one probe window"):
+        probe.make_windows(tokens[:16], 1, 5, 10, seed=9)
+
+
+CELL = {"arch": "lstm", "hidden_size": 5, "num_layers": 2, "init": "orthogonal", "init_scale": 1.0,
+        "forget_bias": 1.0, "lr": 1.0, "optimizer": "sgd", "clip": None, "bptt": 10, "batch_size": 4,
+        "epochs": 1, "seed": 0}
+CONFIG = {"split": "valid", "windows": 6, "burn_in": 4, "max_lag": 12, "jacobian_windows": 2, "seed": 1,
+          "fit_lags": [1, 8], "horizon_threshold": 1e-3, "threads": 1}
+
+
+def write_run(root, cell, steps=(0, 3)):
+    cell = normalise_cell(cell)
+    directory = root / run_path(cell) / "checkpoints"
+    directory.mkdir(parents=True)
+    model = build_model(**cell, vocab_size=VOCAB)
+    for step in steps:
+        with torch.no_grad():
+            model.rnn.weight_hh_l0.mul_(1.1)
+        save_checkpoint(directory / f"step_{step:08d}.pt", model, {**cell, "vocab_size": VOCAB},
+                        step=step, tokens_seen=10 * step, progress=step / 3, epoch=0)
+    return directory
+
+
+def test_probe_run_and_collect_curves_write_the_tables(tmp_path):
+    tokens = tmp_path / "valid.npy"
+    np.save(tokens, np.random.default_rng(0).integers(0, VOCAB, size=500))
+    runs = [write_run(tmp_path / "runs", CELL), write_run(tmp_path / "runs", {**CELL, "arch": "rnn_tanh"})]
+    per_run = []
+    for i, directory in enumerate(runs):
+        outputs = {name: tmp_path / f"out{i}" / f"{name}.csv" for name in probe.TABLES}
+        probe.probe_run(directory, tokens, CONFIG, outputs)
+        per_run.append(outputs)
+    tables = {name: tmp_path / "tables" / f"{name}.csv" for name in probe.TABLES}
+    probe.collect_curves({name: [o[name] for o in per_run] for name in probe.TABLES}, tables)
+    frames = {name: pd.read_csv(path) for name, path in tables.items()}
+    keys = ["run", *GRID_KEYS]
+    expected_columns = {
+        "curves": keys + ["step", "tokens_seen", "progress", "layer", "state", "lag", *probe.CURVE_STATS],
+        "summary": keys + ["step", "tokens_seen", "progress", "layer", "state", "slope", "slope_se", "fit_first",
+                           "fit_last", "horizon", "horizon_censored", "sigma_max", "spectral_radius", "gamma",
+                           "bound_rate"],
+        "contributions": keys + ["step", "progress", "layer", "lag", "log10_median", "share_median"],
+        "jacobians": keys + ["step", "progress", "layer", "q05", "q25", "median", "q75", "q95", "max", "bound"],
+    }
+    for name, columns in expected_columns.items():
+        assert list(frames[name].columns) == columns, name
+    curves = frames["curves"]
+    lstm = curves[curves.arch == "lstm"]
+    # (h, c per layer) + x + jacobian per layer = 7 series, 2 checkpoints, 13 lags.
+    assert len(lstm) == 7 * 2 * 13 and set(lstm.state) == {"h", "c", "x", "jacobian"}
+    tanh = curves[curves.arch == "rnn_tanh"]
+    assert len(tanh) == 5 * 2 * 13 and set(tanh.forget_bias) == {"na"}
+    assert set(curves.step) == {0, 3} and set(curves.progress) == {0, 1}
+    assert (curves.n[curves.state != "jacobian"] == 6).all() and (curves.n[curves.state == "jacobian"] == 2).all()
+    summary = frames["summary"]
+    assert summary[summary.arch == "lstm"].bound_rate.isna().all()
+    vanilla = summary[(summary.arch == "rnn_tanh") & (summary.state == "h")]
+    np.testing.assert_allclose(vanilla.bound_rate, np.log10(vanilla.sigma_max))
+    assert (frames["jacobians"].groupby("run").size() == 4).all()  # 2 layers x 2 checkpoints
