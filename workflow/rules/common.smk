@@ -56,6 +56,10 @@ localrules:
 rule write_config:
     output:
         EFFECTIVE_CONFIG,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
     params:
         config=config,
     run:

@@ -3,13 +3,24 @@
 # from, so changing corpus.level does not fetch the text again.
 
 
+# Quick, and compute nodes often have no internet: run in the submitting process.
+localrules:
+    download_corpus,
+    tokenise_corpus,
+
+
 rule download_corpus:
     output:
         **{split: f"{DATA}/corpus/{CORPUS}/{split}.txt" for split in SPLITS},
     params:
         corpus={key: value for key, value in config["corpus"].items() if key != "level"},
+    threads: 1
+    resources:
+        **LIGHT,
     log:
         f"{DATA}/logs/download_corpus/{CORPUS}.log",
+    conda:
+        "../../envs/rnngrad.yaml"
     script:
         "../scripts/download_corpus.py"
 
@@ -20,8 +31,13 @@ rule tokenise_corpus:
         code=package_file("corpus.py"),
     output:
         **token_files(f"{DATA}/tokens/{{corpus}}-{{level}}"),
+    threads: 1
+    resources:
+        **LIGHT,
     log:
         f"{DATA}/logs/tokenise_corpus/{{corpus}}-{{level}}.log",
+    conda:
+        "../../envs/rnngrad.yaml"
     script:
         "../scripts/tokenise_corpus.py"
 

@@ -1,6 +1,10 @@
 # Stage 3: gradient-vs-distance curves at every checkpoint of every run.
 
 
+localrules:
+    collect_curves,
+
+
 rule probe_gradients:
     input:
         checkpoints=f"{RUN}/checkpoints",
@@ -15,8 +19,13 @@ rule probe_gradients:
     params:
         probe=config["probe"],
     threads: config["probe"]["threads"]
+    resources:
+        mem_mb=get_probe_mem_mb,
+        runtime=get_probe_runtime,  # the probe runs on the CPU (float64): no GPU
     log:
         f"{RESULTS}/logs/probe_gradients/{{run}}.log",
+    conda:
+        "../../envs/rnngrad.yaml"
     script:
         "../scripts/probe_gradients.py"
 
@@ -32,8 +41,13 @@ rule collect_curves:
         summary=f"{RESULTS}/tables/gradient_summary.csv",
         contributions=f"{RESULTS}/tables/temporal_contributions.csv",
         jacobians=f"{RESULTS}/tables/jacobian_steps.csv",
+    threads: 1
+    resources:
+        **get_collect_resources(),
     log:
         f"{RESULTS}/logs/collect_curves.log",
+    conda:
+        "../../envs/rnngrad.yaml"
     script:
         "../scripts/collect_curves.py"
 

@@ -1,6 +1,10 @@
 # Stage 2: train one language model per grid cell, keeping checkpoints and metrics.
 
 
+localrules:
+    collect_runs,
+
+
 rule train_model:
     input:
         **token_files(TOKENS),
@@ -14,9 +18,15 @@ rule train_model:
         cell=get_cell,
         training=config["training"],
         corpus=config["corpus"],
-    threads: config["training"]["threads"]
+    threads: config["training"]["threads"]  # on a cluster: --cpus-per-task
+    resources:
+        mem_mb=get_train_mem_mb,
+        runtime=get_train_runtime,  # grows with attempt: a timed-out run resumes with more
+        gpu=GPUS,
     log:
         f"{RESULTS}/logs/train_model/{{run}}.log",
+    conda:
+        "../../envs/rnngrad.yaml"
     script:
         "../scripts/train_model.py"
 
@@ -30,8 +40,13 @@ rule collect_runs:
         runs=f"{RESULTS}/tables/runs.csv",
         epochs=f"{RESULTS}/tables/epochs.csv",
         steps=f"{RESULTS}/tables/training_steps.csv",
+    threads: 1
+    resources:
+        **get_collect_resources(),
     log:
         f"{RESULTS}/logs/collect_runs.log",
+    conda:
+        "../../envs/rnngrad.yaml"
     script:
         "../scripts/collect_runs.py"
 
