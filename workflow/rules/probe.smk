@@ -33,7 +33,7 @@ rule probe_gradients:
 rule collect_curves:
     input:
         curves=run_files("probe/gradient_curves.csv"),
-        summaries=run_files("probe/gradient_summary.csv"),
+        summary=run_files("probe/gradient_summary.csv"),
         contributions=run_files("probe/temporal_contributions.csv"),
         jacobians=run_files("probe/jacobian_steps.csv"),
     output:

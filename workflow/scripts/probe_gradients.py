@@ -1,0 +1,12 @@
+# Gradient-vs-distance curves at every checkpoint of one run (rule probe_gradients).
+from rnngrad.io import log_to
+from rnngrad.probe import TABLES, probe_run
+
+with log_to(snakemake.log[0]):
+    probe_run(
+        snakemake.input.checkpoints,
+        snakemake.input.tokens,
+        snakemake.params.probe,
+        {name: getattr(snakemake.output, name) for name in TABLES},
+        threads=snakemake.threads,
+    )
