@@ -313,10 +313,15 @@ def save_figure(fig: plt.Figure, png: str | Path, pdf: str | Path) -> None:
     plt.close(fig)
 
 
+# Columns a figure reads from the largest tables (one row per training step of every run).
+READ_COLUMNS = {"training_steps": ["run", "arch", "step", "grad_norm", "clipped"]}
+
+
 def draw_figure(name: str, tables: dict[str, str | Path], png: str | Path, pdf: str | Path) -> None:
     """Read the CSV tables a figure needs, draw it, write PNG and PDF. The rule's one call."""
     spec = FIGURES[name]
-    frames = {table: pd.read_csv(tables[table], low_memory=False) for table in spec.tables}
+    frames = {table: pd.read_csv(tables[table], low_memory=False, usecols=READ_COLUMNS.get(table))
+              for table in spec.tables}
     with plt.rc_context(RC):
         fig = spec.function(**frames)
     save_figure(fig, png, pdf)
