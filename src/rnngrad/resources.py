@@ -30,7 +30,7 @@ DEFAULT_CORPUS_STATS = {
     "char": {"vocab_size": 60, "n_tokens": {"train": 5_200_000, "valid": 410_000, "test": 460_000}},
 }
 # Conservative throughput: floating-point operations per second and fixed costs.
-FLOPS = {"cpu": 1e9, "cuda": 2e11}          # per CPU thread / per GPU, for small RNN matmuls
+FLOPS = {"cpu": 5e9, "cuda": 2e11}          # per CPU thread / per GPU; ~1/6 of a 2020s core
 STEP_OVERHEAD_S = {"cpu": 1e-4, "cuda": 3e-4}  # per time step and layer (kernel launches, loops)
 UPDATE_OVERHEAD_S = 5e-3                     # per optimizer step (clipping, metrics row)
 LAPACK_FLOPS = 1e10                          # dense SVD / eigenvalues of H x H blocks (CPU)
