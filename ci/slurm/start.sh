@@ -19,13 +19,20 @@ t0=$SECONDS
 say() { echo "[slurm-ci $((SECONDS - t0))s] $*"; }
 
 [ "$(id -u)" = 0 ] || { echo "ci/slurm/start.sh must run as root (it starts system daemons)" >&2; exit 1; }
-mkdir -p "$D"/etc "$D"/state/ctld "$D"/state/d "$D"/log "$D"/run
-STARTED="$D/run/started"   # daemons this script started; stop.sh stops only these
-touch "$STARTED"
+STARTED="$D/run/started"   # pid files of daemons this script started; stop.sh stops only these
 
 # A daemon is running when its pid file names a live process.
 running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-mark_started() { grep -qxF "$1" "$STARTED" || echo "$1" >> "$STARTED"; }
+mark_started() { touch "$STARTED"; grep -qxF "$1" "$STARTED" || echo "$1" >> "$STARTED"; }
+
+# A cluster that this scratch dir did not start (another $SLURM_CI_DIR, a real install)
+# already answers: use it as it is, and leave it to whoever started it.
+if [ ! -s "$STARTED" ] && sinfo -h >/dev/null 2>&1 && sacct -n -X -S now >/dev/null 2>&1; then
+  say "a SLURM cluster is already running (not started from $D): using it, stop.sh will leave it"
+  exit 0
+fi
+
+mkdir -p "$D"/etc "$D"/state/ctld "$D"/state/d "$D"/log "$D"/run
 
 # ------------------------------------------------------------------ 1. packages (~20 s)
 PKGS="munge slurmctld slurmd slurm-client slurmdbd mariadb-server"
