@@ -27,7 +27,8 @@ mark_started() { touch "$STARTED"; grep -qxF "$1" "$STARTED" || echo "$1" >> "$S
 
 # A cluster that this scratch dir did not start (another $SLURM_CI_DIR, a real install)
 # already answers: use it as it is, and leave it to whoever started it.
-if [ ! -s "$STARTED" ] && sinfo -h >/dev/null 2>&1 && sacct -n -X -S now >/dev/null 2>&1; then
+# (timeout: without a controller, sinfo retries for ~10 s before failing)
+if [ ! -s "$STARTED" ] && timeout 5 sinfo -h >/dev/null 2>&1 && timeout 5 sacct -n -X -S now >/dev/null 2>&1; then
   say "a SLURM cluster is already running (not started from $D): using it, stop.sh will leave it"
   exit 0
 fi
