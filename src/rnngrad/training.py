@@ -42,7 +42,7 @@ PARTIAL_DIR = ".partial"
 STATE_FILE = "state.pt"
 # Settings of the `training` config section that change the numbers a run produces.
 TRAINING_KEYS = (
-    "max_tokens", "lr_schedule", "lr_decay", "decay_start_epoch", "init_range",
+    "max_tokens", "loss_reduction", "lr_schedule", "lr_decay", "decay_start_epoch", "init_range",
     "checkpoints", "spectral_every", "eval_max_tokens",
 )
 METRIC_COLUMNS = ("step", "epoch", "tokens", "train_loss", "grad_norm", "clipped", "lr", "wall_s")
@@ -203,6 +203,7 @@ class Trainer:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.arch, self.bptt, self.batch_size = cell["arch"], cell["bptt"], cell["batch_size"]
         self.clip = cell["clip"]
+        self.sum_over_time = training.get("loss_reduction", "mean") == "sum_over_time"
         self.hparams = {
             **{key: cell[key] for key in GRID_KEYS}, "vocab_size": vocab_size, "corpus": corpus,
             "level": level, **{key: training.get(key) for key in TRAINING_KEYS},
@@ -271,7 +272,7 @@ class Trainer:
         logits, self.hidden = self.model(inputs, self.hidden)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * len(inputs) if self.sum_over_time else loss).backward()
         if self.clip is None:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
         else:

@@ -1,8 +1,15 @@
 # Train one grid cell (rule train_model); resumes from <run>/.partial after a crash.
-from pathlib import Path
+import os
 
-from rnngrad.io import log_to
-from rnngrad.training import train_run
+# Threads that wait passively: on a shared or oversubscribed machine, spinning OpenMP
+# threads of a multi-threaded job slow it down several-fold. Set before torch loads.
+if snakemake.threads > 1:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+from rnngrad.io import log_to  # noqa: E402
+from rnngrad.training import train_run  # noqa: E402
 
 with log_to(snakemake.log[0]):
     train_run(

@@ -1,0 +1,274 @@
+"""Training: batching, schedules, outputs, divergence as data, determinism, kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rnngrad import training
+from rnngrad.config import validate_config
+from rnngrad.grid import GRID_KEYS, normalise_cell, run_path
+from rnngrad.model import load_checkpoint
+
+VOCAB = 23
+TIMINGS = ("wall_s", "tokens_per_s")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def token_dir(tmp_path):
+    """A tiny corpus with structure to learn: a noisy cycle through the vocabulary."""
+    directory = tmp_path / "tokens"
+    directory.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"train": 4000, "valid": 400, "test": 400}
+    for split, size in sizes.items():
+        ids = (np.arange(size) * 3 + (rng.random(size) < 0.2) * rng.integers(0, VOCAB, size)) % VOCAB
+        np.save(directory / f"{split}.npy", ids.astype(np.int64))
+    (directory / "vocab.json").write_text(json.dumps([f"w{i}" for i in range(VOCAB)]))
+    (directory / "stats.json").write_text(json.dumps({"vocab_size": VOCAB, "n_tokens": sizes}))
+    return directory
+
+
+def make_cell(**changes):
+    cell = dict(arch="lstm", hidden_size=12, num_layers=2, init="orthogonal", init_scale=1.0, forget_bias=1.0,
+                lr=1.0, optimizer="sgd", clip=5.0, bptt=10, batch_size=4, epochs=2, seed=0)
+    return normalise_cell({**cell, **changes})
+
+
+def make_training(**changes):
+    settings = {"max_tokens": 1000, "checkpoints": [0.0, 0.5, 1.0], "spectral_every": 5,
+                "eval_max_tokens": 200, "log_every_s": 0.01, "lr_schedule": "plateau", "device": "cpu"}
+    return validate_config({"training": {**settings, **changes}})["training"]
+
+
+def read_outputs(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    return summary, metrics, epochs
+
+
+def assert_same_numbers(first, second):
+    """Everything but wall-clock timings is equal, bit for bit."""
+    (s1, m1, e1), (s2, m2, e2) = first, second
+    assert {k: v for k, v in s1.items() if k not in TIMINGS} == {k: v for k, v in s2.items() if k not in TIMINGS}
+    pd.testing.assert_frame_equal(m1.drop(columns="wall_s"), m2.drop(columns="wall_s"), check_exact=True)
+    pd.testing.assert_frame_equal(e1, e2, check_exact=True)
+
+
+# ---------------------------------------------------------------- data and schedules
+
+def test_batchify_makes_contiguous_columns():
+    data = training.batchify(np.arange(23), 4)
+    assert data.shape == (5, 4)
+    assert data[:, 1].tolist() == [5, 6, 7, 8, 9]  # column j continues the text of slice j
+    inputs, targets = training.get_batch(data, 3, bptt=3)
+    assert inputs.tolist() == data[3:4].tolist() and targets.tolist() == data[4:5].tolist()  # the last window is short
+
+
+def test_steps_per_epoch_and_token_budget():
+    assert training.steps_per_epoch(rows=101, bptt=10, batch_size=4, max_tokens=None) == 10
+    assert training.steps_per_epoch(rows=101, bptt=10, batch_size=4, max_tokens=85) == 3
+    assert training.steps_per_epoch(rows=101, bptt=10, batch_size=4, max_tokens=10 ** 9) == 10
+
+
+def test_checkpoint_steps_include_start_and_end():
+    assert training.checkpoint_steps([0.25, 0.5], 100) == [0, 25, 50, 100]
+    assert training.checkpoint_steps([0.0, 1.0], 7) == [0, 7]
+
+
+def test_zaremba_step_schedule():
+    lrs, lr = [], 1.0
+    for epoch in range(1, 14):
+        lrs.append(lr)
+        lr = training.next_lr("step", lr, epoch, improved=True, decay=0.5, start_epoch=5)
+    assert lrs == [1, 1, 1, 1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.5 ** 6, 0.5 ** 7, 0.5 ** 8, 0.5 ** 9]
+
+
+def test_plateau_and_constant_schedules():
+    assert training.next_lr("plateau", 20.0, 3, improved=True, decay=4.0, start_epoch=1) == 20.0
+    assert training.next_lr("plateau", 20.0, 3, improved=False, decay=4.0, start_epoch=1) == 5.0
+    assert training.next_lr("constant", 0.1, 9, improved=False, decay=4.0, start_epoch=1) == 0.1
+
+
+# ---------------------------------------------------------------- one run
+
+def test_run_writes_its_outputs(token_dir, tmp_path):
+    cell, settings = make_cell(), make_training()
+    run_dir = tmp_path / "runs" / run_path(cell)
+    summary = training.train_run(cell, settings, token_dir, run_dir)
+    saved, metrics, epochs = read_outputs(run_dir)
+    assert saved == json.loads(json.dumps(summary))
+    assert not (run_dir / training.PARTIAL_DIR).exists()
+    steps_per_epoch = 1000 // (10 * 4)
+    assert summary["status"] == "ok" and summary["steps"] == 2 * steps_per_epoch
+    assert summary["tokens_seen"] == 2 * steps_per_epoch * 40
+    assert all(summary[key] == cell[key] for key in GRID_KEYS)
+    # One row per step plus the initialisation; spectral stats at step 0 and every 5 steps.
+    assert metrics["step"].tolist() == list(range(summary["steps"] + 1))
+    assert metrics.loc[metrics["sigma_max_l1"].notna(), "step"].tolist() == list(range(0, summary["steps"] + 1, 5))
+    assert metrics["grad_norm"].iloc[1:].gt(0).all() and metrics["tokens"].is_monotonic_increasing
+    # Learns something: the noisy cycle is easier than uniform guessing.
+    assert epochs["valid_ppl"].iloc[-1] < epochs["valid_ppl"].iloc[0] < VOCAB
+    assert summary["test_ppl"] < 0.8 * VOCAB and summary["valid_ppl"] == epochs["valid_ppl"].iloc[-1]
+    assert epochs["epoch"].tolist() == [1, 2] and epochs["step"].tolist() == [steps_per_epoch, 2 * steps_per_epoch]
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == [f"step_{s:08d}.pt" for s in (0, steps_per_epoch, 2 * steps_per_epoch)]
+    model, checkpoint = load_checkpoint(run_dir / "checkpoints" / names[1])
+    assert checkpoint["progress"] == 0.5 and checkpoint["tokens_seen"] == steps_per_epoch * 40
+    assert checkpoint["hparams"]["vocab_size"] == VOCAB and checkpoint["hparams"]["arch"] == "lstm"
+    initial, _ = load_checkpoint(run_dir / "checkpoints" / names[0])
+    assert not torch.equal(model.recurrent_weights()[0], initial.recurrent_weights()[0])
+
+
+def test_clipping_is_recorded(token_dir, tmp_path):
+    cell = make_cell(arch="rnn_tanh", clip=0.05, epochs=1)
+    training.train_run(cell, make_training(), token_dir, tmp_path / "run")
+    summary, metrics, _ = read_outputs(tmp_path / "run")
+    steps = metrics.iloc[1:]
+    assert (steps["clipped"] == (steps["grad_norm"] > 0.05)).all()
+    assert summary["clipped_fraction"] == pytest.approx(steps["clipped"].mean())
+    assert summary["clipped_fraction"] > 0.5
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("adam", "plateau"), ("sgd", "step")])
+def test_optimizers_and_schedules_train(token_dir, tmp_path, optimizer, schedule):
+    cell = make_cell(arch="gru", optimizer=optimizer, lr=0.01 if optimizer == "adam" else 1.0, epochs=3)
+    summary = training.train_run(cell, make_training(lr_schedule=schedule, lr_decay=0.5, decay_start_epoch=2),
+                                 token_dir, tmp_path / "run")
+    _, _, epochs = read_outputs(tmp_path / "run")
+    assert summary["status"] == "ok"
+    if schedule == "step":
+        assert epochs["lr"].tolist() == [1.0, 0.5, 0.25]
+    assert epochs["valid_ppl"].iloc[-1] < epochs["valid_ppl"].iloc[0]
+
+
+def test_divergence_is_recorded_and_the_job_succeeds(token_dir, tmp_path):
+    cell = make_cell(arch="rnn_relu", init_scale=2.0, lr=100.0, clip=None)
+    summary = training.train_run(cell, make_training(), token_dir, tmp_path / "run")
+    saved, metrics, _ = read_outputs(tmp_path / "run")
+    assert summary["status"] == saved["status"] == "diverged"
+    step = summary["diverged_step"]
+    assert 1 <= step < summary["planned_steps"] and summary["steps"] == step - 1
+    last = metrics.iloc[-1]
+    assert last["step"] == step and not (np.isfinite(last["train_loss"]) and np.isfinite(last["grad_norm"]))
+    finite = metrics.iloc[1:-1]
+    assert np.isfinite(finite[["train_loss", "grad_norm"]].to_numpy()).all()
+    if len(finite):
+        assert summary["train_loss"] == pytest.approx(finite["train_loss"].mean())
+    # The weights before the failed update are kept, as a checkpoint of the last finite step.
+    last_checkpoint = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1]
+    model, checkpoint = load_checkpoint(last_checkpoint)
+    assert checkpoint["step"] == step - 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(token_dir, tmp_path):
+    cell = make_cell(arch="rnn_tanh")
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        training.train_run({**cell, "seed": seed}, make_training(), token_dir, tmp_path / name)
+    assert_same_numbers(read_outputs(tmp_path / "a"), read_outputs(tmp_path / "b"))
+    assert read_outputs(tmp_path / "a")[0]["test_ppl"] != read_outputs(tmp_path / "c")[0]["test_ppl"]
+
+
+def test_stale_partial_state_is_not_resumed(token_dir, tmp_path, capsys):
+    cell, settings = make_cell(epochs=1), make_training()
+    run_dir = tmp_path / "run"
+    trainer = training.Trainer(cell, settings, np.load(token_dir / "train.npy"), np.load(token_dir / "valid.npy"),
+                               np.load(token_dir / "test.npy"), VOCAB)
+    (run_dir / training.PARTIAL_DIR).mkdir(parents=True)
+    state = trainer.state_dict()
+    state["fingerprint"] = "other hyperparameters"
+    training.save_state(run_dir / training.PARTIAL_DIR / training.STATE_FILE, state)
+    training.train_run(cell, settings, token_dir, run_dir)
+    assert "resuming" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- kill and resume
+
+def launch(cell, settings, token_dir, run_dir):
+    code = (
+        "import json, sys, torch; from rnngrad.training import train_run; "
+        "cell, settings, tokens, run = json.loads(sys.argv[1]); "
+        "train_run(cell, settings, tokens, run, threads=1, save_every_s=0.0)"
+    )
+    payload = json.dumps([cell, settings, str(token_dir), str(run_dir)])
+    return subprocess.Popen([sys.executable, "-c", code, payload], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def saved_step(state_path):
+    try:
+        return torch.load(state_path, weights_only=False)["step"]
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return None
+
+
+@pytest.mark.parametrize("arch,optimizer", [("lstm", "sgd"), ("gru", "adam")])
+def test_sigkill_and_resume_equals_an_uninterrupted_run(token_dir, tmp_path, arch, optimizer):
+    # Saving the resume state after every step gives the kill a random step, mid-epoch
+    # (hidden state and data position must be restored), or between epochs.
+    cell = make_cell(arch=arch, optimizer=optimizer, lr=0.01 if optimizer == "adam" else 1.0, epochs=3)
+    settings = make_training(max_tokens=None, checkpoints=[0.0, 0.3, 0.6, 1.0])
+    planned = 3 * len(training.batch_starts(4000 // 4, 10))
+
+    reference = launch(cell, settings, token_dir, tmp_path / "reference")
+    assert reference.wait(timeout=300) == 0, reference.stdout.read().decode()
+
+    run_dir = tmp_path / "killed"
+    state_path = run_dir / training.PARTIAL_DIR / training.STATE_FILE
+    process = launch(cell, settings, token_dir, run_dir)
+    deadline = time.monotonic() + 120
+    while (saved_step(state_path) or 0) < planned // 4 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run_dir / "summary.json").exists()
+
+    resumed = launch(cell, settings, token_dir, run_dir)
+    output = resumed.communicate(timeout=300)[0].decode()
+    assert resumed.returncode == 0, output
+    resumed_from = int(output.split("resuming from step ")[1].split()[0])
+    assert planned // 4 <= resumed_from < planned
+    assert_same_numbers(read_outputs(tmp_path / "reference"), read_outputs(run_dir))
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "reference" / "checkpoints").iterdir())
+    for name in names:
+        ours = torch.load(run_dir / "checkpoints" / name, weights_only=True)["state_dict"]
+        theirs = torch.load(tmp_path / "reference" / "checkpoints" / name, weights_only=True)["state_dict"]
+        assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+
+
+# ---------------------------------------------------------------- grid tables
+
+def test_collect_runs_tables(token_dir, tmp_path):
+    cells = [make_cell(arch="rnn_tanh", epochs=1), make_cell(arch="gru", epochs=1, seed=1)]
+    dirs = [tmp_path / "runs" / run_path(cell) for cell in cells]
+    for cell, run_dir in zip(cells, dirs):
+        training.train_run(cell, make_training(), token_dir, run_dir)
+    runs, epochs, steps = training.collect_runs(
+        [d / "summary.json" for d in dirs], [d / "epochs.csv" for d in dirs], [d / "metrics.csv" for d in dirs])
+    assert runs["run"].tolist() == [run_path(cell) for cell in cells]
+    assert list(runs.columns[:len(GRID_KEYS) + 1]) == ["run", *GRID_KEYS]
+    assert {"status", "valid_ppl", "test_ppl", "tokens_per_s", "clipped_fraction"} <= set(runs.columns)
+    assert runs["arch"].tolist() == ["rnn_tanh", "gru"] and runs["seed"].tolist() == [0, 1]
+    assert len(epochs) == 2 and set(epochs["run"]) == set(runs["run"])
+    for cell, run_dir in zip(cells, dirs):
+        own = steps[steps["run"] == run_path(cell)]
+        assert len(own) == len(pd.read_csv(run_dir / "metrics.csv"))
+        assert (own["arch"] == cell["arch"]).all()
