@@ -68,6 +68,20 @@ def test_chunks_do_not_change_the_result():
         np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_closed_form_step_jacobians_equal_autograds(arch):
+    model = tiny(arch, hidden=5, scale=1.3)
+    unrolled = probe.unroll(model, torch.as_tensor(random_windows(3, 4, 6)), 4)
+    for layer, weights in enumerate(probe.layer_weights(model)):
+        flat = lambda state: torch.cat(state, dim=-1) if arch == "lstm" else state  # noqa: E731
+        prev = torch.cat([flat(unrolled.prev_state[layer])] + [flat(s) for s in unrolled.states[layer][:-1]])
+        x_proj = unrolled.x_proj[layer].flatten(0, 1)
+        closed = probe.step_jacobians(arch, weights, prev, x_proj)
+        reference = probe.step_jacobians_autograd(arch, weights, prev, x_proj)
+        assert closed.shape == reference.shape == (len(prev), prev.shape[1], prev.shape[1])
+        assert torch.allclose(closed, reference, rtol=1e-12, atol=1e-14)
+
+
 # ---------------------------------------------------------------- finite differences
 
 

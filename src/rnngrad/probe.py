@@ -23,8 +23,8 @@ Definition (the README and the report repeat it):
 - Loss-free Jacobian products on the first `jacobian_windows` windows, per layer:
   ||dh_T/dh_{T-k}||_2 (spectral norm; for the LSTM the state is (h, c)) as state
   `jacobian`, and the per-step norms ||dh_t/dh_{t-1}||_2. Per-step Jacobians come from
-  torch.func (vmap of jacrev of one cell step); the product is accumulated backward
-  from T and rescaled every step, so it never under- or overflows.
+  closed forms (tests check them against torch.func's vmap of jacrev); the product is
+  accumulated backward from T and rescaled every step, so it never under- or overflows.
 - Theory beside it: sigma_max and spectral radius of each W_hh, gamma (bound on the
   activation's derivative) and Pascanu's bound g(k) <= g(0) (gamma sigma_max)^k. It
   holds window by window for a single-layer vanilla RNN and for the TOP layer of a
@@ -174,12 +174,15 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
     hidden, prev_hidden, x_proj, states = [], [], [], []
     for layer, w in enumerate(weights):
         projected = torch.matmul(layer_input, w["weight_ih"].t()) + w["bias_ih"]
+        # unbind: one backward node for all steps (indexing projected[t] would make
+        # every step's backward write a zero tensor the size of all steps).
+        projected_steps = projected.unbind(0)
         state = prev_state[layer]
         layer_probes = {kind: [] for kind in ("h", "c", "e")}
         outputs, layer_states = [], []
         for t in range(steps):
             e = probe("e", layer, t, n_gates * hidden_size)
-            state = cell_step(arch, w, projected[t], state, e)
+            state = cell_step(arch, w, projected_steps[t], state, e)
             p_h = probe("h", layer, t, hidden_size)
             if arch == "lstm":
                 p_c = probe("c", layer, t, hidden_size)
@@ -211,11 +214,8 @@ def _norms_by_lag(grads: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([g.norm(dim=-1) for g in reversed(grads)], dim=1)
 
 
-def step_jacobians(arch: str, weights: dict, prev_states, x_proj: torch.Tensor) -> torch.Tensor:
-    """Per-step Jacobians d s_t / d s_{t-1} of one layer, (N, S, S), S = H or 2H (LSTM (h, c)).
-
-    prev_states: (N, S) states s_{t-1}; x_proj: (N, G*H) input projections of step t.
-    """
+def step_jacobians_autograd(arch: str, weights: dict, prev_states, x_proj: torch.Tensor) -> torch.Tensor:
+    """Per-step Jacobians by torch.func (vmap of jacrev of one cell step): the reference."""
     hidden_size = weights["weight_hh"].shape[1]
 
     def step(s, xp):
@@ -224,6 +224,46 @@ def step_jacobians(arch: str, weights: dict, prev_states, x_proj: torch.Tensor) 
         return cell_step(arch, weights, xp, s)
 
     return torch.func.vmap(torch.func.jacrev(step))(prev_states, x_proj)
+
+
+def step_jacobians(arch: str, weights: dict, prev_states, x_proj: torch.Tensor) -> torch.Tensor:
+    """Per-step Jacobians d s_t / d s_{t-1} of one layer, (N, S, S), S = H or 2H (LSTM (h, c)).
+
+    prev_states: (N, S) states s_{t-1}; x_proj: (N, G*H) input projections of step t.
+    Closed forms (rows of the W_hh blocks scaled by gate derivatives): far cheaper than
+    jacrev, which tests check them against.
+    """
+    w_hh, hidden_size = weights["weight_hh"], weights["weight_hh"].shape[1]
+    blocks = w_hh.view(-1, hidden_size, hidden_size)  # (G, H, H): one block per gate
+    h = prev_states[:, :hidden_size]
+    pre = x_proj + h @ w_hh.t() + weights["bias_hh"]  # (N, G*H)
+    rows = lambda d, block: d[:, :, None] * blocks[block]  # noqa: E731 (diag(d) W_block)
+    if arch in ACTIVATIONS:
+        # The derivative of an elementwise activation is the gradient of its sum.
+        pre = pre.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (derivative,) = torch.autograd.grad(ACTIVATIONS[arch](pre).sum(), pre)
+        return rows(derivative, 0)
+    if arch == "lstm":
+        c = prev_states[:, hidden_size:]
+        a_i, a_f, a_g, a_o = pre.chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+        tanh_c = torch.tanh(f * c + i * g)
+        dc_dh = rows(c * f * (1 - f), 1) + rows(g * i * (1 - i), 0) + rows(i * (1 - g * g), 2)
+        dh_dc_new = o * (1 - tanh_c * tanh_c)
+        dh_dh = rows(tanh_c * o * (1 - o), 3) + dh_dc_new[:, :, None] * dc_dh
+        top = torch.cat([dh_dh, torch.diag_embed(dh_dc_new * f)], dim=2)
+        bottom = torch.cat([dc_dh, torch.diag_embed(f)], dim=2)
+        return torch.cat([top, bottom], dim=1)
+    if arch == "gru":
+        x_r, x_z, x_n = x_proj.chunk(3, dim=-1)
+        h_r, h_z, h_n = (h @ w_hh.t() + weights["bias_hh"]).chunk(3, dim=-1)
+        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        dr_dh, dz_dh = rows(r * (1 - r), 0), rows(z * (1 - z), 1)
+        dn_dh = (1 - n * n)[:, :, None] * (rows(r, 2) + h_n[:, :, None] * dr_dh)
+        return (1 - z)[:, :, None] * dn_dh + torch.diag_embed(z) + (h - n)[:, :, None] * dz_dh
+    raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(GATES)}")
 
 
 def jacobian_products(jacobians: torch.Tensor) -> torch.Tensor:
@@ -290,7 +330,10 @@ def probe_model(model, windows: np.ndarray, burn_in: int, jacobian_windows: int 
     return result
 
 
-def _probe_jacobians(arch: str, weights: list, unrolled: Unrolled, n_windows: int) -> dict[str, np.ndarray]:
+def _probe_jacobians(arch: str, weights: list, unrolled: Unrolled, n_windows: int,
+                     windows_per_chunk: int = 4) -> dict[str, np.ndarray]:
+    """Jacobian products and per-step norms of every layer, a few windows at a time
+    (an LSTM's (K+1) x 2H x 2H Jacobians per window are large)."""
     products, step_norms = [], []
     for layer, w in enumerate(weights):
         def flat(state):
@@ -299,11 +342,16 @@ def _probe_jacobians(arch: str, weights: list, unrolled: Unrolled, n_windows: in
 
         prev = torch.stack([flat(unrolled.prev_state[layer])] + [flat(s) for s in unrolled.states[layer][:-1]], dim=1)
         x_proj = unrolled.x_proj[layer][:, :n_windows].transpose(0, 1)
-        windows, steps = prev.shape[:2]
-        jac = step_jacobians(arch, w, prev.flatten(0, 1).detach(), x_proj.flatten(0, 1))
-        jac = jac.view(windows, steps, *jac.shape[1:])
-        step_norms.append(torch.linalg.matrix_norm(jac, ord=2).flatten())
-        products.append(jacobian_products(jac))
+        layer_products, layer_norms = [], []
+        for start in range(0, n_windows, windows_per_chunk):
+            chunk_prev, chunk_x = prev[start:start + windows_per_chunk], x_proj[start:start + windows_per_chunk]
+            windows, steps = chunk_prev.shape[:2]
+            jac = step_jacobians(arch, w, chunk_prev.flatten(0, 1), chunk_x.flatten(0, 1))
+            jac = jac.view(windows, steps, *jac.shape[1:])
+            layer_norms.append(torch.linalg.matrix_norm(jac, ord=2).flatten())
+            layer_products.append(jacobian_products(jac))
+        step_norms.append(torch.cat(layer_norms))
+        products.append(torch.cat(layer_products))
     return {"jacobian": torch.stack(products).numpy(), "step_jacobian": torch.stack(step_norms).numpy()}
 
 
