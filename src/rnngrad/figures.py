@@ -303,13 +303,13 @@ def _curves(gradient_curves: pd.DataFrame, state: str = "h") -> pd.DataFrame:
     return _top_layer(gradient_curves[gradient_curves["state"] == state])
 
 
-def save_figure(fig: plt.Figure, png: str | Path, pdf: str | Path) -> None:
-    """PNG for the report, PDF for the paper (written atomically)."""
+def save_figure(fig: plt.Figure, png: str | Path, pdf: str | Path, dpi: float | None = None) -> None:
+    """PNG for the report, PDF for the paper (written atomically); `dpi` of the PNG (default 200)."""
     from rnngrad.io import atomic_path
 
     for path, fmt in ((png, "png"), (pdf, "pdf")):
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=dpi or RC["savefig.dpi"])
     plt.close(fig)
 
 
@@ -633,11 +633,11 @@ def _heatmap(fig, ax, index, final, diverged, a, b, metric, label):
     finite = grid[np.isfinite(grid)]
     if metric == "slope" and finite.size and finite.min() < 0 < finite.max():
         norm = mcolors.TwoSlopeNorm(vmin=finite.min(), vcenter=0, vmax=finite.max())
-        cmap = REGIME_CMAP.copy()
+        cmap = REGIME_CMAP
     else:
         norm = mcolors.Normalize(*((finite.min(), finite.max()) if finite.size else (0, 1)))
-        cmap = plt.get_cmap("viridis" if metric == "horizon" else "cividis").copy()
-    cmap.set_bad("0.88")
+        cmap = plt.get_cmap("viridis" if metric == "horizon" else "cividis")
+    cmap = cmap.with_extremes(bad="0.88")
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
     for i in range(len(rows_v)):
         for j in range(len(cols_v)):
@@ -724,6 +724,7 @@ def training_dynamics(training_steps, runs):
         for clip in clips:
             ax.axhline(clip, color="0.2", linestyle="--", linewidth=0.8)
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels crowd the axis
         ax.set_xlabel("training step")
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("gradient norm (before clipping)")
@@ -772,6 +773,8 @@ def learning_curves(epochs, runs):
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation perplexity")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    n_epochs = int(epochs["epoch"].max())
+    ax.set_xlim(0.5, n_epochs + 0.5)
     ax.legend(loc="upper right")
     notes = [_slice_note(chosen_all)]
     if n_div:

@@ -26,7 +26,7 @@ ANCHORS = (
         "name": "Zaremba et al. 2014, small non-regularised LSTM",
         "match": {"arch": "lstm", "hidden_size": 200, "num_layers": 2, "init": "uniform", "init_scale": 0.1,
                   "optimizer": "sgd", "lr": 1.0, "clip": 5.0, "bptt": 20, "batch_size": 20, "epochs": 13,
-                  "corpus": "ptb", "level": "word"},
+                  "corpus": "ptb", "level": "word", "init_range": 0.1},
         "valid_ppl": 120.7,
         "test_ppl": 114.5,
     },
