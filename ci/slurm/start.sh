@@ -95,7 +95,7 @@ EOF
 
 # ------------------------------------------------------------------ 4. configs
 CPUS=$(nproc)
-MEM=$(( $(free -m | awk '/^Mem:/{print $2}') * 9 / 10 ))   # must not exceed what slurmd detects
+MEM=$(( $(awk '/^MemTotal:/{print $2}' /proc/meminfo) / 1024 * 9 / 10 ))   # must not exceed what slurmd detects
 write_if_changed() {  # $1 = target; new content on stdin; prints "changed" when it changed
   local tmp; tmp=$(mktemp "$1.XXXX"); cat > "$tmp"
   if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; echo changed; fi
