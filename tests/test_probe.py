@@ -345,7 +345,7 @@ def test_temporal_contributions_sum_to_autograds_dl_dw_hh(arch):
         for window in range(3):
             loss = unrolled.loss[window]
             (expected,) = torch.autograd.grad(loss, weights[layer]["weight_hh"], retain_graph=True)
-            e_grads = torch.autograd.grad(loss, unrolled.probes["e"][layer], retain_graph=True)
+            (e_grads,) = torch.autograd.grad(loss, unrolled.probes["e"][layer], retain_graph=True)
             h_prev = [unrolled.prev_hidden[layer]] + unrolled.hidden[layer][:-1]
             parts = [torch.outer(e[window], h[window].detach()) for e, h in zip(e_grads, h_prev)]
             assert torch.allclose(sum(parts), expected, rtol=1e-12, atol=1e-15)

@@ -125,7 +125,7 @@ class Unrolled:
     prev_state: list                 # [layer] full state before t = 0 ((h, c) for LSTM)
     x_proj: list                     # [layer] (K+1, W, G*H) input projections, detached
     states: list                     # [layer][t] full states, detached (for Jacobians)
-    probes: dict                     # 'h', 'c', 'e': [layer][t]; 'x': [t]
+    probes: dict                     # 'h', 'c', 'e': [layer] (K+1, W, D) leaves; 'x': (K+1, W, H)
 
 
 def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = None,
@@ -148,11 +148,17 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
         zeros = x.new_zeros(n_windows, model.hidden_size)
         return (zeros, zeros.clone()) if arch == "lstm" else zeros
 
-    def probe(kind, layer, t, width):
-        value = probe_values.get((kind, layer, t))
-        if value is None:
-            value = x.new_zeros(n_windows, width)
-        return value.detach().clone().requires_grad_(True)
+    def probe(kind, layer, width):
+        """One zero leaf (K+1, W, width) per kind and layer; step t adds its slice t.
+
+        A single leaf per kind (sliced by unbind) keeps the graph small: its gradient
+        is every step's gradient at once.
+        """
+        value = x.new_zeros(steps, n_windows, width)
+        for (which, where, t), given in probe_values.items():
+            if (which, where) == (kind, layer):
+                value[t] = given
+        return value.requires_grad_(True)
 
     # Burn-in: no gradient, from a zero state.
     prev_state, layer_input = [], x[:burn_in]
@@ -169,8 +175,8 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
             prev_state.append(state)
 
     hidden_size, n_gates = model.hidden_size, len(GATES[arch])
-    probes = {"x": [probe("x", 0, t, hidden_size) for t in range(steps)], "h": [], "c": [], "e": []}
-    layer_input = x[burn_in:] + torch.stack(probes["x"])
+    probes = {"x": probe("x", 0, hidden_size), "h": [], "c": [], "e": []}
+    layer_input = x[burn_in:] + probes["x"]
     hidden, prev_hidden, x_proj, states = [], [], [], []
     for layer, w in enumerate(weights):
         projected = torch.matmul(layer_input, w["weight_ih"].t()) + w["bias_ih"]
@@ -178,24 +184,20 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
         # every step's backward write a zero tensor the size of all steps).
         projected_steps = projected.unbind(0)
         state = prev_state[layer]
-        layer_probes = {kind: [] for kind in ("h", "c", "e")}
+        layer_probes = {kind: probe(kind, layer, n_gates * hidden_size if kind == "e" else hidden_size)
+                        for kind in (("h", "c", "e") if arch == "lstm" else ("h", "e"))}
+        steps_of = {kind: leaf.unbind(0) for kind, leaf in layer_probes.items()}
         outputs, layer_states = [], []
         for t in range(steps):
-            e = probe("e", layer, t, n_gates * hidden_size)
-            state = cell_step(arch, w, projected_steps[t], state, e)
-            p_h = probe("h", layer, t, hidden_size)
+            state = cell_step(arch, w, projected_steps[t], state, steps_of["e"][t])
             if arch == "lstm":
-                p_c = probe("c", layer, t, hidden_size)
-                state = (state[0] + p_h, state[1] + p_c)
-                layer_probes["c"].append(p_c)
+                state = (state[0] + steps_of["h"][t], state[1] + steps_of["c"][t])
             else:
-                state = state + p_h
-            layer_probes["h"].append(p_h)
-            layer_probes["e"].append(e)
+                state = state + steps_of["h"][t]
             outputs.append(_hidden(arch, state))
             layer_states.append(tuple(s.detach() for s in state) if arch == "lstm" else state.detach())
-        for kind in ("h", "c", "e"):
-            probes[kind].append(layer_probes[kind])
+        for kind, leaf in layer_probes.items():
+            probes[kind].append(leaf)
         hidden.append(outputs)
         prev_hidden.append(_hidden(arch, prev_state[layer]))
         x_proj.append(projected.detach())
@@ -209,9 +211,9 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
 # ---------------------------------------------------------------- the probe
 
 
-def _norms_by_lag(grads: list[torch.Tensor]) -> torch.Tensor:
-    """[t] (W, D) gradients -> (W, K+1) norms indexed by lag k = K - t."""
-    return torch.stack([g.norm(dim=-1) for g in reversed(grads)], dim=1)
+def _norms_by_lag(grads) -> torch.Tensor:
+    """(K+1, W, D) gradients (or a list of (W, D) by step t) -> (W, K+1) norms by lag k = K - t."""
+    return torch.stack(list(grads)).norm(dim=-1).flip(0).t()
 
 
 def step_jacobians_autograd(arch: str, weights: dict, prev_states, x_proj: torch.Tensor) -> torch.Tensor:
@@ -304,18 +306,15 @@ def probe_model(model, windows: np.ndarray, burn_in: int, jacobian_windows: int 
     jacobian_unrolled = None
     for start in range(0, len(tokens), chunk_size):
         unrolled = unroll(model, tokens[start:start + chunk_size], burn_in, weights)
-        flat = unrolled.probes["x"] + [p for kind in keys[:-1] for layer in unrolled.probes[kind] for p in layer]
-        flat += [p for layer in unrolled.probes["e"] for p in layer]
-        # c_T does not reach L_T (only h_T does): its exact zero gradient is kept.
-        grads = iter(torch.autograd.grad(unrolled.loss.sum(), flat, allow_unused=True, materialize_grads=True))
-        steps = len(unrolled.probes["x"])
-        take = lambda: [next(grads) for _ in range(steps)]  # noqa: E731 (consumes in order)
-        parts["x"].append(_norms_by_lag(take()))
+        leaves = [unrolled.probes["x"]] + [leaf for kind in keys[:-1] + ("e",) for leaf in unrolled.probes[kind]]
+        # The one backward pass. (c_T does not reach L_T, only h_T does: dL/dc_T = 0 exactly.)
+        grads = iter(torch.autograd.grad(unrolled.loss.sum(), leaves))
+        parts["x"].append(_norms_by_lag(next(grads)))
         for kind in keys[:-1]:
-            parts[kind].append(torch.stack([_norms_by_lag(take()) for _ in range(n_layers)]))
+            parts[kind].append(torch.stack([_norms_by_lag(next(grads)) for _ in range(n_layers)]))
         contributions = []
         for layer in range(n_layers):
-            e_norms = _norms_by_lag(take())
+            e_norms = _norms_by_lag(next(grads))
             h_prev = [unrolled.prev_hidden[layer]] + unrolled.hidden[layer][:-1]
             h_norms = _norms_by_lag([h.detach() for h in h_prev])
             contributions.append(e_norms * h_norms)
