@@ -432,3 +432,20 @@ def test_probe_run_and_collect_curves_write_the_tables(tmp_path):
     vanilla = summary[(summary.arch == "rnn_tanh") & (summary.state == "h")]
     np.testing.assert_allclose(vanilla.bound_rate, np.log10(vanilla.sigma_max))
     assert (frames["jacobians"].groupby("run").size() == 4).all()  # 2 layers x 2 checkpoints
+
+
+def test_a_diverged_checkpoint_is_skipped(tmp_path, capsys):
+    tokens = tmp_path / "valid.npy"
+    np.save(tokens, np.random.default_rng(0).integers(0, VOCAB, size=300))
+    cell = normalise_cell({**CELL, "arch": "rnn_tanh", "num_layers": 1})
+    directory = write_run(tmp_path / "runs", cell, steps=(0,))
+    model = build_model(**cell, vocab_size=VOCAB)
+    with torch.no_grad():
+        model.rnn.weight_hh_l0[0, 0] = float("nan")
+    save_checkpoint(directory / "step_00000009.pt", model, {**cell, "vocab_size": VOCAB}, step=9, tokens_seen=90,
+                    progress=1.0, epoch=0)
+    outputs = {name: tmp_path / "out" / f"{name}.csv" for name in probe.TABLES}
+    frames = probe.probe_run(directory, tokens, {**CONFIG, "jacobian_windows": 0}, outputs)
+    assert "step_00000009.pt: weights are not finite" in capsys.readouterr().out
+    assert set(pd.read_csv(outputs["curves"]).step) == {0} and set(frames["summary"].step) == {0}
+    assert set(pd.read_csv(outputs["summary"]).state) == {"h", "x"}
