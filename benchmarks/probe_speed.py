@@ -118,7 +118,8 @@ def main() -> None:
     print(f"  probe per checkpoint (all outputs)       {t_probe:8.3f} s")
     print(f"  probe per checkpoint (no Jacobians)      {t_probe_grad:8.3f} s")
     print(f"  one training step, same batch (fp32)     {t_train:8.3f} s")
-    print(f"  per-lag, pruned autograd.grad(L, h_T-k)  {t_per_lag:8.3f} s  ({args.max_lag + 1} passes; same g(k): checked)")
+    print(f"  per-lag, pruned autograd.grad(L, h_T-k)  {t_per_lag:8.3f} s  "
+          f"({args.max_lag + 1} passes; same g(k): checked)")
     print(f"  per-lag, whole backward each (dL/dW too) {t_whole:8.3f} s")
     print(f"  per-lag pruned / probe (no Jacobians)    {t_per_lag / t_probe_grad:8.1f} x   (goal >= 20)")
     print(f"  per-lag whole / probe (no Jacobians)     {t_whole / t_probe_grad:8.1f} x   (goal >= 20)")

@@ -112,7 +112,8 @@ def test_finite_differences_agree_with_g(arch):
         checks += [("c", layer, k) for layer in (0, 1) for k in (1, max_lag)]
     for kind, layer, k in checks:
         for window in range(2):
-            numeric = np.linalg.norm(finite_difference_gradient(model, tokens, burn_in, kind, layer, max_lag - k, window))
+            gradient = finite_difference_gradient(model, tokens, burn_in, kind, layer, max_lag - k, window)
+            numeric = np.linalg.norm(gradient)
             measured = result["x"][window, k] if kind == "x" else result[kind][layer, window, k]
             assert measured == pytest.approx(numeric, rel=1e-5, abs=1e-9), (kind, layer, k, window)
 

@@ -16,7 +16,8 @@ Definition (the README and the report repeat it):
   summed loss with respect to the probes are the total derivatives dL_T/dh_{T-k}
   (windows are independent, so summing their losses does not mix them).
 - Records per window, layer and lag k = 0..K: g(k) = ||dL_T/dh_{T-k}||_2 (state `h`),
-  ||dL_T/dc_{T-k}||_2 for the LSTM (`c`), ||dL_T/dx_{T-k}||_2 for the embedding
+  ||dL_T/dc_{T-k}||_2 for the LSTM (`c`; dL_T/dc_T = 0 exactly, since only h_T reaches
+  L_T, so c is normalised by the same window's g_h(0)), ||dL_T/dx_{T-k}||_2 for the embedding
   vector (`x`, layer 0), and the temporal contributions of Pascanu et al. (2013,
   eq. 4-5): the part of dL_T/dW_hh that comes from step T-k is the rank-one matrix
   (dL_T/de_{T-k}) h_{T-k-1}^T, whose Frobenius norm is ||dL_T/de_{T-k}|| ||h_{T-k-1}||.
@@ -294,7 +295,8 @@ def probe_model(model, windows: np.ndarray, burn_in: int, jacobian_windows: int 
     Returns float64 arrays indexed [layer, window, lag] (lag k = 0..K): 'h', 'c' (LSTM),
     'contributions' (||dL_T/dW_hh part from step T-k||_F), 'x' [window, lag] and 'loss'
     [window]; plus 'jacobian' [layer, window, lag] as log10 ||dh_T/dh_{T-k}||_2 and
-    'step_jacobian' [layer, n] per-step norms on the first `jacobian_windows` windows.
+    'step_jacobian' [layer, n] per-step norms on the first `jacobian_windows` windows
+    (at most `chunk_size`).
     Windows are processed in chunks (one forward + one backward each) to bound memory.
     """
     model = model.cpu().eval()
