@@ -8,10 +8,11 @@ synthetic grid and on degenerate grids (one seed, one cell, no LSTM, no vanilla 
 from __future__ import annotations
 
 import math
-import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib
@@ -250,10 +251,10 @@ def test_latex_escapes_specials():
 # ---------------------------------------------------------------------------- workflow
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+def snakemake(workdir: Path, *args: str, snakefile: Path = ROOT / "Snakefile", timeout: int = 900):
+    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir),
                "--cores", "2", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=workdir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -265,45 +266,65 @@ def job_counts(output: str) -> dict[str, int]:
     return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", stats, re.MULTILINE)}
 
 
+def private_checkout(destination: Path) -> Path:
+    """The workflow and package copied, so the test can edit figures.py without touching the repo.
+
+    The Snakefile puts its own src/ first on the jobs' PYTHONPATH, so jobs import the copy.
+    """
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for part in ("workflow", "config", "envs", "src/rnngrad"):
+        shutil.copytree(ROOT / part, destination / part, ignore=ignore)
+    shutil.copy2(ROOT / "Snakefile", destination / "Snakefile")
+    return destination / "Snakefile"
+
+
 @pytest.mark.slow
 def test_editing_figures_reruns_only_figure_jobs(tmp_path):
-    """A complete run on a tiny grid, then figures.py 'edited': only plot_figure jobs rerun."""
+    """A complete run on a tiny grid, then figures.py edited: only plot_figure jobs rerun.
+
+    Snakemake reruns a job whose input is newer than its outputs AND whose checksum
+    changed, so the edit must change the file's content (a bare `touch` reruns nothing).
+    """
+    snakefile = private_checkout(tmp_path / "repo")
+    work = tmp_path / "work"
+    work.mkdir()
     config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
     config["grid"].update(arch=["rnn_tanh", "lstm"], init_scale=[0.5])
     config["results_dir"] = "results"
     config["data_dir"] = str(ROOT / "data")  # tokens are deterministic and shared
-    configfile = tmp_path / "tiny.yaml"
+    configfile = work / "tiny.yaml"
     configfile.write_text(yaml.safe_dump(config))
-    snakemake(tmp_path, "--configfile", str(configfile))
+    def run(*args):  # targets first: --configfile takes several values
+        return snakemake(work, *args, "--configfile", str(configfile), snakefile=snakefile)
+
+    run()
+    results = work / "results"
     for name in figures.FIGURES:
-        assert (tmp_path / "results" / "figures" / f"{name}.png").stat().st_size > 5_000
-        assert (tmp_path / "results" / "figures" / f"{name}.pdf").exists()
+        assert (results / "figures" / f"{name}.png").stat().st_size > 5_000
+        assert (results / "figures" / f"{name}.pdf").exists()
     for name in tables.PAPER_TABLES:
         for fmt in ("csv", "md", "tex"):
-            assert (tmp_path / "results" / "tables" / f"{name}.{fmt}").exists()
-    assert job_counts(snakemake(tmp_path, "--configfile", str(configfile), "-n").stdout) == {}
+            assert (results / "tables" / f"{name}.{fmt}").exists()
+    assert job_counts(run("-n").stdout) == {}, "a finished pipeline has nothing to do"
 
-    module = ROOT / "src" / "rnngrad" / "figures.py"
-    stat = module.stat()
-    try:
-        os.utime(module)  # what an edit does to the rule's inputs
-        jobs = job_counts(snakemake(tmp_path, "--configfile", str(configfile), "-n").stdout)
-    finally:
-        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    module = snakefile.parent / "src" / "rnngrad" / "figures.py"
+    time.sleep(1.1)  # coarse file-system clocks: the edit must be newer than the figures
+    module.write_text(module.read_text().replace('"lines.linewidth": 1.3', '"lines.linewidth": 1.4'))
+    jobs = job_counts(run("-n").stdout)
     assert jobs.get("plot_figure") == len(figures.FIGURES)
     assert not {"train_model", "probe_gradients", "collect_runs", "collect_curves", "make_tables"} & set(jobs)
+    run("figures")  # `snakemake figures` regenerates them from the existing tables
+    assert job_counts(run("-n").stdout) == {}
 
-    report = tmp_path / "report.html"
-    snakemake(tmp_path, "--configfile", str(configfile), "--report", str(report))
+    report = work / "report.html"
+    run("--report", str(report))
     html = report.read_text()
     assert "cell state carries the gradient" in html and "Probe settings of these results" in html
-    assert "config.yaml" in html
+    assert "The effective configuration" in html
 
 
 @pytest.mark.slow
 def test_paper_config_dag_builds_in_seconds(tmp_path):
-    import time
-
     start = time.perf_counter()
     done = snakemake(tmp_path, "--configfile", str(ROOT / "config" / "paper.yaml"), "-n", "--quiet", "rules",
                      timeout=300)
