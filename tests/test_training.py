@@ -200,13 +200,13 @@ def test_stale_partial_state_is_not_resumed(token_dir, tmp_path, capsys):
 
 # ---------------------------------------------------------------- kill and resume
 
-def launch(cell, settings, token_dir, run_dir):
+def launch(cell, settings, token_dir, run_dir, save_every_s=60.0):
     code = (
         "import json, sys, torch; from rnngrad.training import train_run; "
-        "cell, settings, tokens, run = json.loads(sys.argv[1]); "
-        "train_run(cell, settings, tokens, run, threads=1, save_every_s=0.0)"
+        "cell, settings, tokens, run, every = json.loads(sys.argv[1]); "
+        "train_run(cell, settings, tokens, run, threads=1, save_every_s=every)"
     )
-    payload = json.dumps([cell, settings, str(token_dir), str(run_dir)])
+    payload = json.dumps([cell, settings, str(token_dir), str(run_dir), save_every_s])
     return subprocess.Popen([sys.executable, "-c", code, payload], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -220,8 +220,8 @@ def saved_step(state_path):
 
 @pytest.mark.parametrize("arch,optimizer", [("lstm", "sgd"), ("gru", "adam")])
 def test_sigkill_and_resume_equals_an_uninterrupted_run(token_dir, tmp_path, arch, optimizer):
-    # Saving the resume state after every step gives the kill a random step, mid-epoch
-    # (hidden state and data position must be restored), or between epochs.
+    # The killed run saves its state after every step, so the kill lands on a random
+    # step: mid-epoch (hidden state and data position must be restored) or between epochs.
     cell = make_cell(arch=arch, optimizer=optimizer, lr=0.01 if optimizer == "adam" else 1.0, epochs=3)
     settings = make_training(max_tokens=None, checkpoints=[0.0, 0.3, 0.6, 1.0])
     planned = 3 * len(training.batch_starts(4000 // 4, 10))
@@ -231,7 +231,7 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(token_dir, tmp_path, arc
 
     run_dir = tmp_path / "killed"
     state_path = run_dir / training.PARTIAL_DIR / training.STATE_FILE
-    process = launch(cell, settings, token_dir, run_dir)
+    process = launch(cell, settings, token_dir, run_dir, save_every_s=0.0)
     deadline = time.monotonic() + 120
     while (saved_step(state_path) or 0) < planned // 4 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
