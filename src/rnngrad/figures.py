@@ -23,6 +23,7 @@ A figure that lacks the data for a panel writes "not in this grid" there.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,7 +36,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from rnngrad.grid import ALL_ARCHS, GATED_ARCHS, GRID_KEYS, VANILLA_ARCHS, format_value, parse_run_path  # noqa: E402
 
@@ -242,9 +243,19 @@ def _plain_log(ax) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _log_ticks(ax) -> None:
+    """Log y axis: 1-2-5 labels in plain numbers over a narrow range, decades over a wide one."""
+    low, high = ax.get_ylim()
+    if low > 0 and math.log10(high / low) < 3:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _footer(fig, text: str) -> None:
     """A note under the figure (savefig's tight bounding box takes it in)."""
-    if text:
+    if text:  # wrapped to the figure's width (about 24 characters per inch at 6 pt)
+        text = textwrap.fill(text, width=int(24 * fig.get_figwidth()))
         fig.text(0.01, -0.01, text, ha="left", va="top", fontsize=6, color="0.35")
 
 
@@ -277,12 +288,13 @@ def _draw_curve(ax, band: pd.DataFrame, colour: str, label: str | None, linestyl
             ax.plot(last["lag"], last["median"], marker="v", color=colour, markersize=4, linestyle="none")
 
 
-def _limits(ax, values: list[np.ndarray], pad: float = 0.5) -> None:
+def _limits(ax, values: list[np.ndarray]) -> None:
+    """y range of the data (and 10^0), so bound lines and empty bands never stretch it."""
     finite = np.concatenate([np.asarray(v, dtype=float)[np.isfinite(v)] for v in values] or [np.array([])])
     if finite.size:
         low, high = finite.min(), max(finite.max(), 0.0)
         span = max(high - low, 1.0)
-        ax.set_ylim(low - 0.05 * span - pad * 0, high + 0.08 * span)
+        ax.set_ylim(low - 0.05 * span, high + 0.08 * span)
 
 
 def _arch_handles(archs, extra=()) -> list:
@@ -509,6 +521,11 @@ def init_scale_effect(gradient_curves, gradient_summary, runs):
                 band = _band(rows)
                 _draw_curve(ax, band, colour, f"{format_value(scale)}", fill=False)
                 drawn.append(band["median"])
+                end = band.dropna(subset=["median"]).tail(1)
+                if len(end):  # label each curve at its end: colours alone can coincide after training
+                    ax.annotate(format_value(scale), (end["lag"].iloc[0], end["median"].iloc[0]),
+                                xytext=(2, 0), textcoords="offset points", fontsize=6, color=colour,
+                                va="center", ha="left")
             n_div = sum(r in diverged for r in ids)
             if stage == "final" and n_div:
                 _note(ax, f"{n_div} diverged run(s) left out", where="corner")
@@ -579,9 +596,18 @@ def theory_vs_measurement(gradient_summary, runs):
     return fig
 
 
+def varying_axes(index: pd.DataFrame) -> list[str]:
+    """Grid axes (not seed) with several values for some arch; 'na' beside one LSTM value is no axis."""
+    if index.empty:
+        return []
+    keys = ["arch"] if index["arch"].nunique() > 1 else []
+    per_arch = index.assign(**{k: index[k].map(format_value) for k in GRID_KEYS}).groupby("arch")
+    return keys + [k for k in GRID_KEYS if k not in ("arch", "seed") and per_arch[k].nunique().max() > 1]
+
+
 def _heatmap_axes(index: pd.DataFrame) -> list[tuple[str, str | None]]:
     """Pairs of varying grid axes (arch against each other axis when arch varies), at most 3."""
-    varying = [k for k in GRID_KEYS if k != "seed" and index[k].map(format_value).nunique() > 1]
+    varying = varying_axes(index)
     if "arch" in varying:
         return [("arch", k) for k in varying if k != "arch"][:3] or [("arch", None)]
     pairs = [(a, b) for i, a in enumerate(varying) for b in varying[i + 1:]]
@@ -724,7 +750,6 @@ def training_dynamics(training_steps, runs):
         for clip in clips:
             ax.axhline(clip, color="0.2", linestyle="--", linewidth=0.8)
         ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels crowd the axis
         ax.set_xlabel("training step")
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("gradient norm (before clipping)")
@@ -736,9 +761,10 @@ def training_dynamics(training_steps, runs):
         n_div = sum(r in diverged for r in ids)
         if n_div:
             parts.append(f"diverged: {n_div}/{len(ids)} runs (X)")
-        if parts:
-            ax.text(0.02, 0.97, "\n".join(parts), transform=ax.transAxes, ha="left", va="top", fontsize=6,
-                    bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0, "pad": 1})
+        if parts:  # under the title, where no curve or threshold line runs
+            ax.set_title(ARCH_LABELS[arch] + "\n" + ", ".join(parts), color=ARCH_COLOURS[arch], fontsize=7)
+    if archs:
+        _log_ticks(axes.flat[0])  # shared y: one locator for every panel, set once all data are in
     _drop_unused(fig, axes, len(archs), f"no runs {NOT_IN_GRID}")
     _footer(fig, "Every run of each arch (all grid cells and seeds); dashed: clip threshold(s); X: divergence (NaN/Inf).")
     return fig
@@ -772,8 +798,9 @@ def learning_curves(epochs, runs):
     _plain_log(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation perplexity")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     n_epochs = int(epochs["epoch"].max())
+    ax.xaxis.set_major_locator(FixedLocator(range(1, n_epochs + 1)) if n_epochs <= 15
+                               else MaxNLocator(integer=True))
     ax.set_xlim(0.5, n_epochs + 0.5)
     ax.legend(loc="upper right")
     notes = [_slice_note(chosen_all)]

@@ -41,9 +41,10 @@ def _cells(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _varying(frame: pd.DataFrame) -> list[str]:
-    """Grid axes (other than seed) with more than one value: the columns that tell cells apart."""
-    keys = [k for k in GRID_KEYS if k != "seed" and frame[k].map(format_value).nunique() > 1]
-    return ["arch"] + [k for k in keys if k != "arch"]
+    """Grid axes (other than seed) with several values within some arch: the columns that tell
+    cells apart ('na' beside a single LSTM forget bias is not an axis)."""
+    per_arch = frame.assign(**{k: frame[k].map(format_value) for k in GRID_KEYS}).groupby("arch")
+    return ["arch"] + [k for k in GRID_KEYS if k not in ("arch", "seed") and per_arch[k].nunique().max() > 1]
 
 
 def _group_keys(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
