@@ -35,8 +35,8 @@ def get_figure_subcategory(wildcards):
 
 
 def get_figure_caption(wildcards):
-    # report() takes one caption file per rule; figure.rst renders this per-figure text.
-    return Path(workflow.basedir, "workflow", "report", f"{wildcards.figure}.rst").read_text()
+    # report() takes one caption file per rule; figure.rst includes this figure's own.
+    return os.path.join(workflow.basedir, "workflow", "report", f"{wildcards.figure}.rst")
 
 
 rule plot_figure:
@@ -52,7 +52,7 @@ rule plot_figure:
         ),
         pdf=f"{FIGURES_DIR}/{{figure}}.pdf",
     params:
-        caption=get_figure_caption,
+        caption_file=get_figure_caption,
     threads: 1
     resources:
         **get_collect_resources(),  # reads the grid-wide tables
