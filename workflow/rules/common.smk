@@ -1,7 +1,9 @@
 # Validated config, paths and the grid of runs shared by all rule files.
 
-from rnngrad.config import SCHEMA_PATH, validate_config, write_effective_config
+from rnngrad.config import validate_config
+from rnngrad.figures import FIGURES
 from rnngrad.grid import expand_grid, run_path
+from rnngrad.tables import PAPER_TABLES
 
 # Fails before any job runs, naming the bad key and the allowed values.
 _validated = validate_config(config)
@@ -18,6 +20,9 @@ TOKENS = f"{DATA}/tokens/{CORPUS}-{LEVEL}"
 RUN = f"{RESULTS}/runs/{{run}}"
 CELLS = {run_path(cell): cell for cell in expand_grid(config["grid"], config["exclude"])}
 EFFECTIVE_CONFIG = f"{RESULTS}/config.yaml"
+TABLES_DIR = f"{RESULTS}/tables"
+FIGURES_DIR = f"{RESULTS}/figures"
+TABLE_FORMATS = ("csv", "md", "tex")
 
 
 def package_file(name):
@@ -49,18 +54,18 @@ wildcard_constraints:
     level="word|char",
 
 
-localrules:
-    write_config,
+def get_figure_tables(wildcards):
+    return {table: f"{TABLES_DIR}/{table}.csv" for table in FIGURES[wildcards.figure].tables}
 
 
-rule write_config:
-    output:
-        EFFECTIVE_CONFIG,
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    params:
-        config=config,
-    run:
-        write_effective_config(params.config, output[0])
+def get_figure_category(wildcards):
+    return FIGURES[wildcards.figure].category
+
+
+def get_figure_subcategory(wildcards):
+    return FIGURES[wildcards.figure].subcategory
+
+
+def get_figure_caption(wildcards):
+    # report() takes one caption file per rule; figure.rst includes this figure's own.
+    return os.path.join(workflow.basedir, "workflow", "report", f"{wildcards.figure}.rst")

@@ -2,14 +2,6 @@
 # reads only the tables it draws (rnngrad.figures.FIGURES) and figures.py itself, so
 # editing the plotting code reruns the figure jobs and never a training or probe job.
 
-from rnngrad.figures import FIGURES
-from rnngrad.tables import PAPER_TABLES
-
-TABLES_DIR = f"{RESULTS}/tables"
-FIGURES_DIR = f"{RESULTS}/figures"
-TABLE_FORMATS = ("csv", "md", "tex")
-
-
 report: "../report/workflow.rst"
 
 
@@ -20,23 +12,6 @@ wildcard_constraints:
 localrules:
     plot_figure,
     make_tables,
-
-
-def get_figure_tables(wildcards):
-    return {table: f"{TABLES_DIR}/{table}.csv" for table in FIGURES[wildcards.figure].tables}
-
-
-def get_figure_category(wildcards):
-    return FIGURES[wildcards.figure].category
-
-
-def get_figure_subcategory(wildcards):
-    return FIGURES[wildcards.figure].subcategory
-
-
-def get_figure_caption(wildcards):
-    # report() takes one caption file per rule; figure.rst includes this figure's own.
-    return os.path.join(workflow.basedir, "workflow", "report", f"{wildcards.figure}.rst")
 
 
 rule plot_figure:
@@ -83,7 +58,7 @@ rule make_tables:
             for fmt in TABLE_FORMATS
         },
     params:
-        out_dir=TABLES_DIR,
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     threads: 1
     resources:
         **get_collect_resources(),  # reads the grid-wide tables

@@ -1,0 +1,6 @@
+# Write the validated config with defaults filled in (rule write_config).
+from rnngrad.config import write_effective_config
+from rnngrad.io import log_to
+
+with log_to(snakemake.log[0]):
+    write_effective_config(snakemake.params.config, snakemake.output[0])
