@@ -83,7 +83,7 @@ def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
             row = {**keys, "step": step, "epoch": 1 + (step - 1) * cell["epochs"] // steps,
                    "tokens": step * cell["bptt"] * cell["batch_size"],
                    "train_loss": 6 - 1.5 * step / steps, "grad_norm": grad[step - 1],
-                   "clipped": bool(clip is not None and grad[step - 1] > clip), "lr": cell["lr"],
+                   "clipped": int(clip is not None and grad[step - 1] > clip), "current_lr": cell["lr"],
                    "wall_s": 0.01 * step}
             for layer in range(cell["num_layers"]):
                 spectral = step % 5 == 0
@@ -96,7 +96,7 @@ def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
             valid = np.nan if failed else final_ppl * (1 + 0.8 / epoch)
             rows["epochs"].append({**keys, "epoch": epoch, "step": epoch * steps // cell["epochs"],
                                    "tokens": epoch * steps // cell["epochs"] * cell["bptt"] * cell["batch_size"],
-                                   "lr": cell["lr"], "train_loss": math.log(final_ppl) + 0.3 / epoch,
+                                   "current_lr": cell["lr"], "train_loss": math.log(final_ppl) + 0.3 / epoch,
                                    "valid_loss": math.log(valid), "valid_ppl": valid})
         clipped = [r["clipped"] for r in rows["training_steps"] if r["run"] == run]
         rows["runs"].append({

@@ -159,6 +159,15 @@ def test_censored_values_are_gaps_never_log_zero(tmp_path):
     assert markers, "where the median underflows, a marker says 'censored'"
 
 
+def test_clipped_share_matches_the_steps_table(synthetic, tmp_path):
+    frames = read_back(synthetic[0], tmp_path)  # clipped is 0/1 with an empty step 0, as training writes it
+    steps = frames["training_steps"]
+    clipped_runs = frames["runs"].loc[frames["runs"]["clip"].notna(), "run"]
+    for arch, runs in frames["runs"][frames["runs"]["run"].isin(clipped_runs)].groupby("arch"):
+        share = steps.loc[steps["run"].isin(runs["run"]), "clipped"].mean()
+        assert f"clipped: {100 * share:.0f}% of steps" in texts(draw("training_dynamics", frames)), arch
+
+
 def test_diverged_runs_are_shown_as_such(synthetic, tmp_path):
     frames, _ = synthetic
     n_diverged = int((frames["runs"]["status"] == "diverged").sum())

@@ -153,7 +153,7 @@ def test_optimizers_and_schedules_train(token_dir, tmp_path, optimizer, schedule
     _, _, epochs = read_outputs(tmp_path / "run")
     assert summary["status"] == "ok"
     if schedule == "step":
-        assert epochs["lr"].tolist() == [1.0, 0.5, 0.25]
+        assert epochs["current_lr"].tolist() == [1.0, 0.5, 0.25]
     assert epochs["valid_ppl"].iloc[-1] < epochs["valid_ppl"].iloc[0]
 
 
@@ -268,6 +268,8 @@ def test_collect_runs_tables(token_dir, tmp_path):
     assert {"status", "valid_ppl", "test_ppl", "tokens_per_s", "clipped_fraction"} <= set(runs.columns)
     assert runs["arch"].tolist() == ["rnn_tanh", "gru"] and runs["seed"].tolist() == [0, 1]
     assert len(epochs) == 2 and set(epochs["run"]) == set(runs["run"])
+    for table in (runs, epochs, steps):  # a per-step `lr` beside the grid's `lr` would clash in CSV
+        assert not table.columns.duplicated().any(), list(table.columns)
     for cell, run_dir in zip(cells, dirs):
         own = steps[steps["run"] == run_path(cell)]
         assert len(own) == len(pd.read_csv(run_dir / "metrics.csv"))

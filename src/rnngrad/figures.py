@@ -756,7 +756,7 @@ def training_dynamics(training_steps, runs):
         parts = []
         clipped_runs = [r for r in ids if index.loc[r, "clip"] is not None]
         if clipped_runs and "clipped" in rows:
-            share = rows[rows["run"].isin(clipped_runs)]["clipped"].astype(str).str.lower().eq("true").mean()
+            share = rows[rows["run"].isin(clipped_runs)]["clipped"].astype(float).mean()  # 0/1, empty at step 0
             parts.append(f"clipped: {100 * share:.0f}% of steps")
         n_div = sum(r in diverged for r in ids)
         if n_div:

@@ -45,8 +45,9 @@ TRAINING_KEYS = (
     "max_tokens", "loss_reduction", "lr_schedule", "lr_decay", "decay_start_epoch", "init_range",
     "checkpoints", "spectral_every", "eval_max_tokens",
 )
-METRIC_COLUMNS = ("step", "epoch", "tokens", "train_loss", "grad_norm", "clipped", "lr", "wall_s")
-EPOCH_COLUMNS = ("epoch", "step", "tokens", "lr", "train_loss", "valid_loss", "valid_ppl")
+# `current_lr`, not `lr`: tables put these beside the grid keys, whose `lr` is the initial one.
+METRIC_COLUMNS = ("step", "epoch", "tokens", "train_loss", "grad_norm", "clipped", "current_lr", "wall_s")
+EPOCH_COLUMNS = ("epoch", "step", "tokens", "current_lr", "train_loss", "valid_loss", "valid_ppl")
 
 
 # ----------------------------------------------------------------------------- data
@@ -320,7 +321,7 @@ class Trainer:
                 last_save = time.perf_counter()
 
         if self.step == 0 and not self.metrics:
-            self.metrics.append({"step": 0, "epoch": 0, "tokens": 0, "lr": self.lr, "wall_s": 0.0,
+            self.metrics.append({"step": 0, "epoch": 0, "tokens": 0, "current_lr": self.lr, "wall_s": 0.0,
                                  **self.spectral_row()})
             if checkpoint_dir is not None:
                 self.save_checkpoint(checkpoint_dir)
@@ -339,7 +340,7 @@ class Trainer:
             step, self.batch = self.step + 1, self.batch + 1
             clipped = self.clip is not None and norm > self.clip
             row = {"step": step, "epoch": self.epoch, "tokens": self.tokens + targets.numel(),
-                   "train_loss": loss, "grad_norm": norm, "clipped": int(clipped), "lr": self.lr,
+                   "train_loss": loss, "grad_norm": norm, "clipped": int(clipped), "current_lr": self.lr,
                    "wall_s": now_wall()}
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 self.metrics.append(row)
@@ -374,7 +375,7 @@ class Trainer:
         valid_loss = evaluate(self.model, self.valid_data, self.bptt)
         improved = self.best_valid_loss is None or valid_loss < self.best_valid_loss
         train_loss = self.epoch_loss / max(self.epoch_steps, 1)
-        self.epochs.append({"epoch": self.epoch, "step": self.step, "tokens": self.tokens, "lr": self.lr,
+        self.epochs.append({"epoch": self.epoch, "step": self.step, "tokens": self.tokens, "current_lr": self.lr,
                             "train_loss": train_loss, "valid_loss": valid_loss,
                             "valid_ppl": perplexity(valid_loss)})
         self.log(f"epoch {self.epoch} done: step {self.step} train loss {train_loss:.4f} "
