@@ -12,9 +12,10 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 REPO = Path(__file__).resolve().parents[1]
-# conda-forge names of PyPI packages; snakemake itself runs the jobs, it is not in the env.
+# conda-forge names of PyPI packages; snakemake itself runs the jobs and builds the report
+# (pygments), neither is needed inside a job's env.
 CONDA_NAMES = {"matplotlib": "matplotlib-base"}
-NOT_IN_ENV = {"snakemake"}
+NOT_IN_ENV = {"snakemake", "pygments"}
 
 
 def env_requirements() -> dict[str, str]:
