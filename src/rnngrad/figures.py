@@ -195,6 +195,13 @@ def _top_layer(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["layer"] == top]
 
 
+def _top_layer_h(summary: pd.DataFrame) -> pd.DataFrame:
+    """The hidden state's rows of each run's top layer: what the summary figures compare."""
+    if summary.empty:
+        return summary
+    return _top_layer(summary[summary["state"] == "h"])
+
+
 def _stage(frame: pd.DataFrame, stage: str, diverged: set[str]) -> pd.DataFrame:
     """Rows at initialisation (step 0) or at the last checkpoint of runs that finished."""
     if frame.empty:
@@ -346,7 +353,7 @@ def draw_figure(name: str, tables: dict[str, str | Path], png: str | Path, pdf: 
 def gradient_vs_distance(gradient_curves, gradient_summary, runs):
     """Median g(k)/g(0) against lag k per arch, at initialisation and after training, with Pascanu's bound."""
     curves = _curves(gradient_curves)
-    summary = _top_layer(gradient_summary[gradient_summary["state"] == "h"]) if not gradient_summary.empty else gradient_summary
+    summary = _top_layer_h(gradient_summary)
     index = run_index(curves)
     diverged = _diverged(runs)
     fig, axes = _new(2, height=2.6, sharey=False)
@@ -484,7 +491,7 @@ def training_evolution(gradient_curves, runs):
 def init_scale_effect(gradient_curves, gradient_summary, runs):
     """Vanilla RNN curves for every init_scale, coloured by log10(gamma lambda_1): vanishing below 1, exploding above."""
     curves = _curves(gradient_curves)
-    summary = _top_layer(gradient_summary[gradient_summary["state"] == "h"]) if not gradient_summary.empty else gradient_summary
+    summary = _top_layer_h(gradient_summary)
     summary = _finite(summary, ["bound_rate"])
     index = run_index(curves)
     archs = [a for a in ("rnn_tanh", "rnn_sigmoid", "rnn_relu") if a in set(index.get("arch", []))]
@@ -553,7 +560,7 @@ def init_scale_effect(gradient_curves, gradient_summary, runs):
 @register(("gradient_summary", "runs"), "Theory", "Bound against measurement")
 def theory_vs_measurement(gradient_summary, runs):
     """Fitted slope of log10 g(k) against log10(gamma lambda_1), every vanilla run and checkpoint."""
-    summary = _top_layer(gradient_summary[gradient_summary["state"] == "h"]) if not gradient_summary.empty else gradient_summary
+    summary = _top_layer_h(gradient_summary)
     summary = _finite(summary, ["bound_rate", "slope", "slope_se"])
     diverged = _diverged(runs)
     fig, axes = _new(1, width=COLUMN_WIDTH, height=3.0)
@@ -692,10 +699,10 @@ def _heatmap(fig, ax, index, final, diverged, a, b, metric, label):
 @register(("gradient_summary", "runs"), "Grid", "Heatmaps")
 def grid_heatmaps(gradient_summary, runs):
     """Fitted slope and gradient horizon after training over pairs of grid axes; diverged cells hatched."""
-    summary = _top_layer(gradient_summary[gradient_summary["state"] == "h"]) if not gradient_summary.empty else gradient_summary
+    summary = _top_layer_h(gradient_summary)
     summary = _finite(summary, ["slope", "horizon"])
     diverged = _diverged(runs)
-    index = run_index(runs if runs is not None and not runs.empty else summary)
+    index = run_index(runs, summary)
     pairs = _heatmap_axes(index)
     n_archs = index["arch"].nunique() if len(index) else 1
     fig, axes = _new(2, max(len(pairs), 1), height=0.5 + 0.28 * max(n_archs, 3))
@@ -719,8 +726,8 @@ def grid_heatmaps(gradient_summary, runs):
 @register(("training_steps", "runs"), "Training", "Gradient norms")
 def training_dynamics(training_steps, runs):
     """Global gradient norm per step per run, the clip threshold, the share of clipped steps, divergences."""
-    steps = _finite(training_steps, ["grad_norm"]) if not training_steps.empty else training_steps
-    index = run_index(runs if runs is not None and not runs.empty else steps)
+    steps = _finite(training_steps, ["grad_norm"])
+    index = run_index(runs, steps)
     archs = _archs(index)
     diverged = _diverged(runs)
     info = runs.set_index("run") if runs is not None and "run" in runs else pd.DataFrame()
@@ -773,8 +780,8 @@ def training_dynamics(training_steps, runs):
 @register(("epochs", "runs"), "Training", "Learning curves")
 def learning_curves(epochs, runs):
     """Validation perplexity per epoch per arch: mean and sd over seeds at the reference slice."""
-    epochs = _finite(epochs, ["valid_ppl"]) if not epochs.empty else epochs
-    index = run_index(runs if runs is not None and not runs.empty else epochs)
+    epochs = _finite(epochs, ["valid_ppl"])
+    index = run_index(runs, epochs)
     diverged = _diverged(runs)
     fig, axes = _new(1, width=COLUMN_WIDTH, height=2.6)
     ax = axes[0, 0]
@@ -818,8 +825,7 @@ CONTRIBUTION_LAGS = (1, 5, 10, 20)
 @register(("temporal_contributions", "runs"), "Theory", "Temporal contributions")
 def temporal_contributions(temporal_contributions, runs):
     """Share of dL/dW_hh coming from lags beyond 1, 5, 10, 20 per arch, at initialisation and after training."""
-    contributions = _top_layer(_finite(temporal_contributions, ["share_median"])) if not temporal_contributions.empty \
-        else temporal_contributions
+    contributions = _top_layer(_finite(temporal_contributions, ["share_median"]))
     index = run_index(contributions)
     diverged = _diverged(runs)
     fig, axes = _new(2, height=2.4, sharey=True)
@@ -865,7 +871,7 @@ def temporal_contributions(temporal_contributions, runs):
 @register(("gradient_summary", "runs"), "Quality", "Horizon against perplexity")
 def horizon_vs_quality(gradient_summary, runs):
     """Gradient horizon after training against final test perplexity, one point per run."""
-    summary = _top_layer(gradient_summary[gradient_summary["state"] == "h"]) if not gradient_summary.empty else gradient_summary
+    summary = _top_layer_h(gradient_summary)
     summary = _finite(summary, ["horizon"])
     fig, axes = _new(1, width=COLUMN_WIDTH, height=2.8)
     ax = axes[0, 0]
