@@ -9,6 +9,7 @@ import jsonschema
 import yaml
 
 from rnngrad.grid import expand_grid
+from rnngrad.io import write_text
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -123,8 +124,4 @@ def load_config(path: str | Path) -> dict:
 
 def write_effective_config(config: dict, path: str | Path) -> None:
     """Write the validated config (defaults filled) so results say what produced them."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    tmp.replace(path)
+    write_text(path, yaml.safe_dump(config, sort_keys=False))

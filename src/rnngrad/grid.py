@@ -62,6 +62,12 @@ def expand_grid(grid: dict, exclude: list[dict] = ()) -> list[dict]:
     return cells
 
 
+def run_columns(values: dict) -> dict:
+    """`run` and every GRID_KEYS value: the leading columns of every per-run table row."""
+    cell = {key: values[key] for key in GRID_KEYS}
+    return {"run": run_path(cell), **cell}
+
+
 def format_value(value) -> str:
     """Path-safe, stable text for a hyperparameter value (1.0 -> '1', None -> 'none')."""
     if value is None:

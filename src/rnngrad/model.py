@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from rnngrad.io import atomic_path
+
 # Gate blocks stacked in weight_hh, in torch's order.
 GATES = {
     "rnn_tanh": ("h",), "rnn_sigmoid": ("h",), "rnn_relu": ("h",), "irnn": ("h",),
@@ -177,16 +179,12 @@ def spectral_stats(weight_hh: torch.Tensor, arch: str) -> dict:
 
 def save_checkpoint(path, model: RNNModel, hparams: dict, step: int, tokens_seen: int, **extra) -> None:
     """Save a plain dict (state_dict + hyperparameters + progress), written atomically."""
-    from pathlib import Path
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {"state_dict": model.state_dict(), "hparams": dict(hparams), "step": step,
-         "tokens_seen": tokens_seen, **extra},
-        tmp,
-    )
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(
+            {"state_dict": model.state_dict(), "hparams": dict(hparams), "step": step,
+             "tokens_seen": tokens_seen, **extra},
+            tmp,
+        )
 
 
 def load_checkpoint(path, map_location="cpu") -> tuple[RNNModel, dict]:

@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from rnngrad.grid import GRID_KEYS, VANILLA_ARCHS, run_path
+from rnngrad.grid import GRID_KEYS, VANILLA_ARCHS, run_columns
 from rnngrad.io import write_csv
 from rnngrad.model import ACTIVATION_DERIVATIVE_BOUND, GATES, load_checkpoint, spectral_stats
 
@@ -518,12 +518,6 @@ def summarise_probe(result: dict, model, probe_config: dict) -> dict[str, pd.Dat
     }
 
 
-def run_keys(hparams: dict) -> dict:
-    """`run` and every GRID_KEYS value, from a checkpoint's hyperparameters."""
-    cell = {key: hparams[key] for key in GRID_KEYS}
-    return {"run": run_path(cell), **cell}
-
-
 def probe_run(checkpoint_dir, tokens_path, probe_config: dict, outputs: dict, threads: int = 1) -> dict:
     """Probe every checkpoint of one run; write the four per-run CSVs.
 
@@ -545,7 +539,7 @@ def probe_run(checkpoint_dir, tokens_path, probe_config: dict, outputs: dict, th
             print(f"{path.name}: weights are not finite (diverged); not probed", flush=True)
             continue
         result = probe_model(model, windows, probe_config["burn_in"], probe_config["jacobian_windows"])
-        keys = {**run_keys(checkpoint["hparams"]), "step": checkpoint["step"],
+        keys = {**run_columns(checkpoint["hparams"]), "step": checkpoint["step"],
                 "tokens_seen": checkpoint["tokens_seen"], "progress": checkpoint.get("progress")}
         print(f"{path.name}: median loss {np.median(result['loss']):.3f}", flush=True)
         for name, frame in summarise_probe(result, model, probe_config).items():

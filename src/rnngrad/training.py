@@ -32,8 +32,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from rnngrad.grid import GRID_KEYS, run_path
-from rnngrad.io import write_csv, write_json
+from rnngrad.grid import GRID_KEYS, run_columns, run_path
+from rnngrad.io import atomic_path, write_csv, write_json
 from rnngrad.model import RNNModel, build_model, save_checkpoint, spectral_stats
 
 EVAL_BATCH_SIZE = 10
@@ -172,9 +172,8 @@ def fingerprint(hparams: dict) -> str:
 
 
 def save_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_state(path: Path, expected_fingerprint: str) -> dict | None:
@@ -495,7 +494,7 @@ def finalise(trainer: Trainer, summary: dict, partial: Path, run_dir: Path) -> N
 # ----------------------------------------------------------------------------- tables
 
 def _with_run_keys(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
-    keys = {"run": summary["run"], **{key: summary[key] for key in GRID_KEYS}}
+    keys = run_columns(summary)
     return frame.assign(**keys)[[*keys, *frame.columns]]
 
 
