@@ -17,6 +17,13 @@ GATED_ARCHS = ("lstm", "gru")
 VANILLA_ARCHS = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn")
 ALL_ARCHS = VANILLA_ARCHS + GATED_ARCHS
 NOT_APPLICABLE = "na"
+# Gate blocks stacked in each layer's weight_hh, in torch's order (here, not in model.py,
+# so that sizing jobs from the grid does not import torch).
+GATES = {
+    "rnn_tanh": ("h",), "rnn_sigmoid": ("h",), "rnn_relu": ("h",), "irnn": ("h",),
+    "lstm": ("i", "f", "g", "o"),
+    "gru": ("r", "z", "n"),
+}
 
 
 def normalise_cell(cell: dict) -> dict:

@@ -13,14 +13,9 @@ import math
 import torch
 from torch import nn
 
+from rnngrad.grid import GATES
 from rnngrad.io import atomic_path
 
-# Gate blocks stacked in weight_hh, in torch's order.
-GATES = {
-    "rnn_tanh": ("h",), "rnn_sigmoid": ("h",), "rnn_relu": ("h",), "irnn": ("h",),
-    "lstm": ("i", "f", "g", "o"),
-    "gru": ("r", "z", "n"),
-}
 # Bound on the activation's derivative: the gamma of Pascanu et al. (2013).
 ACTIVATION_DERIVATIVE_BOUND = {"rnn_tanh": 1.0, "rnn_sigmoid": 0.25, "rnn_relu": 1.0, "irnn": 1.0}
 INITS = ("orthogonal", "identity", "uniform", "default")

@@ -20,7 +20,7 @@ import json
 import math
 from pathlib import Path
 
-from rnngrad.model import GATES
+from rnngrad.grid import GATES
 
 BYTES = 4  # float32 (training)
 BYTES_PROBE = 8  # float64 (probe)
