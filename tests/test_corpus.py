@@ -12,7 +12,16 @@ import pytest
 
 from rnngrad import corpus as corpus_module
 from rnngrad.corpus import (
-    EOS, PTB_MD5, SPLITS, UNK, CorpusError, decode, download_corpus, load_tokens, token_paths, tokenise_corpus,
+    EOS,
+    PTB_MD5,
+    SPLITS,
+    UNK,
+    CorpusError,
+    decode,
+    download_corpus,
+    load_tokens,
+    token_paths,
+    tokenise_corpus,
 )
 
 UNREACHABLE = "http://127.0.0.1:9/ptb.train.txt"  # discard port: connection refused, no internet needed
@@ -41,7 +50,9 @@ def custom(tmp_path, texts: dict, **extra) -> dict:
 def listing(directory) -> list:
     """Every file below `directory`, hidden temporaries included."""
     directory = Path(directory)
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
+    if not directory.exists():
+        return []
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
 
 
 @pytest.fixture(scope="module")

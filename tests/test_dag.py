@@ -24,7 +24,8 @@ def merged(base: dict, override: dict) -> dict:
     """Snakemake's merge of a --configfile into the Snakefile's configfile."""
     result = copy.deepcopy(base)
     for key, value in override.items():
-        result[key] = merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
+        nested = isinstance(value, dict) and isinstance(result.get(key), dict)
+        result[key] = merged(result[key], value) if nested else value
     return result
 
 

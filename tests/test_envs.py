@@ -4,9 +4,9 @@ that runs a script uses it. (Building the env needs conda, which CI does not hav
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet

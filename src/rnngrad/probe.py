@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from rnngrad.grid import GRID_KEYS, VANILLA_ARCHS, run_columns
+from rnngrad.grid import GRID_KEYS, run_columns
 from rnngrad.io import write_csv
 from rnngrad.model import ACTIVATION_DERIVATIVE_BOUND, GATES, load_checkpoint, spectral_stats
 

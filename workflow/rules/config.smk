@@ -9,15 +9,15 @@ localrules:
 rule write_config:
     output:
         EFFECTIVE_CONFIG,
-    params:
-        config=config,
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     log:
         f"{RESULTS}/logs/write_config.log",
     conda:
         "../../envs/rnngrad.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        config=config,
     script:
         "../scripts/write_config.py"

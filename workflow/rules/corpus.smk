@@ -12,15 +12,15 @@ localrules:
 rule download_corpus:
     output:
         **{split: f"{DATA}/corpus/{CORPUS}/{split}.txt" for split in SPLITS},
-    params:
-        corpus={key: value for key, value in config["corpus"].items() if key != "level"},
-    threads: 1
-    resources:
-        **LIGHT,
     log:
         f"{DATA}/logs/download_corpus/{CORPUS}.log",
     conda:
         "../../envs/rnngrad.yaml"
+    threads: 1
+    resources:
+        **LIGHT,
+    params:
+        corpus={key: value for key, value in config["corpus"].items() if key != "level"},
     script:
         "../scripts/download_corpus.py"
 
@@ -31,13 +31,13 @@ rule tokenise_corpus:
         code=package_file("corpus.py"),
     output:
         **token_files(f"{DATA}/tokens/{{corpus}}-{{level}}"),
-    threads: 1
-    resources:
-        **LIGHT,
     log:
         f"{DATA}/logs/tokenise_corpus/{{corpus}}-{{level}}.log",
     conda:
         "../../envs/rnngrad.yaml"
+    threads: 1
+    resources:
+        **LIGHT,
     script:
         "../scripts/tokenise_corpus.py"
 

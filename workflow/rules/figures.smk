@@ -2,6 +2,7 @@
 # reads only the tables it draws (rnngrad.figures.FIGURES) and figures.py itself, so
 # editing the plotting code reruns the figure jobs and never a training or probe job.
 
+
 report: "../report/workflow.rst"
 
 
@@ -26,15 +27,15 @@ rule plot_figure:
             subcategory=get_figure_subcategory,
         ),
         pdf=f"{FIGURES_DIR}/{{figure}}.pdf",
-    params:
-        caption_file=get_figure_caption,
-    threads: 1
-    resources:
-        **get_collect_resources(),  # reads the grid-wide tables
     log:
         f"{RESULTS}/logs/plot_figure/{{figure}}.log",
     conda:
         "../../envs/rnngrad.yaml"
+    threads: 1
+    resources:
+        **get_collect_resources(),  # reads the grid-wide tables
+    params:
+        caption_file=get_figure_caption,
     script:
         "../scripts/plot_figure.py"
 
@@ -46,26 +47,28 @@ rule make_tables:
         code=package_file("tables.py"),
     output:
         **{
-            f"{name}_{fmt}": report(
-                f"{TABLES_DIR}/{name}.{fmt}",
-                caption=f"../report/table_{name}.rst",
-                category="Tables",
-                subcategory=name.replace("_", " "),
+            f"{name}_{fmt}": (
+                report(
+                    f"{TABLES_DIR}/{name}.{fmt}",
+                    caption=f"../report/table_{name}.rst",
+                    category="Tables",
+                    subcategory=name.replace("_", " "),
+                )
+                if fmt == "csv"
+                else f"{TABLES_DIR}/{name}.{fmt}"
             )
-            if fmt == "csv"
-            else f"{TABLES_DIR}/{name}.{fmt}"
             for name in PAPER_TABLES
             for fmt in TABLE_FORMATS
         },
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
-    threads: 1
-    resources:
-        **get_collect_resources(),  # reads the grid-wide tables
     log:
         f"{RESULTS}/logs/make_tables.log",
     conda:
         "../../envs/rnngrad.yaml"
+    threads: 1
+    resources:
+        **get_collect_resources(),  # reads the grid-wide tables
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     script:
         "../scripts/make_tables.py"
 

@@ -16,16 +16,16 @@ rule probe_gradients:
         summary=f"{RUN}/probe/gradient_summary.csv",
         contributions=f"{RUN}/probe/temporal_contributions.csv",
         jacobians=f"{RUN}/probe/jacobian_steps.csv",
-    params:
-        probe=config["probe"],
-    threads: config["probe"]["threads"]
-    resources:
-        mem_mb=get_probe_mem_mb,
-        runtime=get_probe_runtime,  # the probe runs on the CPU (float64): no GPU
     log:
         f"{RESULTS}/logs/probe_gradients/{{run}}.log",
     conda:
         "../../envs/rnngrad.yaml"
+    threads: config["probe"]["threads"]
+    resources:
+        mem_mb=get_probe_mem_mb,
+        runtime=get_probe_runtime,  # the probe runs on the CPU (float64): no GPU
+    params:
+        probe=config["probe"],
     script:
         "../scripts/probe_gradients.py"
 
@@ -41,13 +41,13 @@ rule collect_curves:
         summary=f"{RESULTS}/tables/gradient_summary.csv",
         contributions=f"{RESULTS}/tables/temporal_contributions.csv",
         jacobians=f"{RESULTS}/tables/jacobian_steps.csv",
-    threads: 1
-    resources:
-        **get_collect_resources(),
     log:
         f"{RESULTS}/logs/collect_curves.log",
     conda:
         "../../envs/rnngrad.yaml"
+    threads: 1
+    resources:
+        **get_collect_resources(),
     script:
         "../scripts/collect_curves.py"
 

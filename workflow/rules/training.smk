@@ -14,19 +14,19 @@ rule train_model:
         metrics=f"{RUN}/metrics.csv",
         epochs=f"{RUN}/epochs.csv",
         checkpoints=directory(f"{RUN}/checkpoints"),
-    params:
-        cell=get_cell,
-        training=config["training"],
-        corpus=config["corpus"],
+    log:
+        f"{RESULTS}/logs/train_model/{{run}}.log",
+    conda:
+        "../../envs/rnngrad.yaml"
     threads: config["training"]["threads"]  # on a cluster: --cpus-per-task
     resources:
         mem_mb=get_train_mem_mb,
         runtime=get_train_runtime,  # grows with attempt: a timed-out run resumes with more
         gpu=GPUS,
-    log:
-        f"{RESULTS}/logs/train_model/{{run}}.log",
-    conda:
-        "../../envs/rnngrad.yaml"
+    params:
+        cell=get_cell,
+        training=config["training"],
+        corpus=config["corpus"],
     script:
         "../scripts/train_model.py"
 
@@ -40,13 +40,13 @@ rule collect_runs:
         runs=f"{RESULTS}/tables/runs.csv",
         epochs=f"{RESULTS}/tables/epochs.csv",
         steps=f"{RESULTS}/tables/training_steps.csv",
-    threads: 1
-    resources:
-        **get_collect_resources(),
     log:
         f"{RESULTS}/logs/collect_runs.log",
     conda:
         "../../envs/rnngrad.yaml"
+    threads: 1
+    resources:
+        **get_collect_resources(),
     script:
         "../scripts/collect_runs.py"
 
