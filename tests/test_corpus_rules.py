@@ -2,20 +2,18 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return run_snakemake(workdir, *args, timeout=300, check=False)
 
 
 def test_snakemake_corpus_builds_word_and_char_tokens(tmp_path):

@@ -6,13 +6,11 @@ config/test.yaml is config.yaml's grid updated with test.yaml's lists.
 """
 
 import copy
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import job_counts, run_snakemake
 
 from rnngrad.config import validate_config
 from rnngrad.grid import expand_grid
@@ -31,12 +29,7 @@ def merged(base: dict, override: dict) -> dict:
 
 def dry_run(workdir: Path, *args: str) -> dict:
     """Job counts of a dry run, e.g. {'train_model': 12, ...}."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-               "--dry-run", "--cores", "1", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    stats = done.stdout.split("Job stats:")[-1]
-    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", stats, re.MULTILINE)}
+    return job_counts(run_snakemake(workdir, "--dry-run", *args, cores=1, timeout=300).stdout)
 
 
 @pytest.mark.parametrize("configfile", [None, "config/test.yaml"])
@@ -60,8 +53,6 @@ def test_dry_run_of_the_corpus_target(tmp_path):
 def test_bad_config_fails_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid:\n  arch: [lstn]\n")
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-               "--dry-run", "--configfile", str(bad)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = run_snakemake(tmp_path, "--dry-run", "--configfile", str(bad), timeout=300, check=False)
     assert done.returncode != 0
     assert "config key grid.arch.0: 'lstn' is not allowed" in done.stdout + done.stderr

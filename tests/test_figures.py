@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from conftest import job_counts, run_snakemake  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from rnngrad import figures, tables  # noqa: E402
@@ -260,19 +260,7 @@ def test_latex_escapes_specials():
 # ---------------------------------------------------------------------------- workflow
 
 
-def snakemake(workdir: Path, *args: str, snakefile: Path = ROOT / "Snakefile", timeout: int = 900):
-    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir),
-               "--cores", "2", *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=workdir)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
-
-
-def job_counts(output: str) -> dict[str, int]:
-    if "Job stats:" not in output:
-        return {}
-    stats = output.split("Job stats:")[-1]
-    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", stats, re.MULTILINE)}
+snakemake = run_snakemake
 
 
 def private_checkout(destination: Path) -> Path:

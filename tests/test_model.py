@@ -20,9 +20,7 @@ PLAIN = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model_of(arch, **kwargs):

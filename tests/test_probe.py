@@ -19,9 +19,7 @@ VANILLA = ("rnn_tanh", "rnn_sigmoid", "rnn_relu")
 VOCAB = 13
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(arch, hidden=6, layers=2, scale=1.0, init="orthogonal", seed=0):

@@ -23,9 +23,7 @@ VOCAB = 23
 TIMINGS = ("wall_s", "tokens_per_s")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -1,0 +1,42 @@
+"""Helpers shared by the test files: one torch thread, Snakemake in a temporary directory."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+
+
+@pytest.fixture
+def one_thread():
+    """Bitwise-reproducible CPU numbers: one intra-op thread."""
+    torch.set_num_threads(1)
+
+
+def run_snakemake(workdir: Path, *args: str, snakefile: Path = SNAKEFILE, cores: int = 2,
+                  timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    """`snakemake -s snakefile --directory workdir --cores N args...`; asserts success when `check`.
+
+    Put targets before `--configfile` (it takes several values).
+    """
+    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir),
+               "--cores", str(cores), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Jobs per rule from Snakemake's 'Job stats' table ({} when there is nothing to do)."""
+    if "Job stats:" not in output:
+        return {}
+    stats = output.split("Job stats:")[-1]
+    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", stats, re.MULTILINE)}
