@@ -116,6 +116,84 @@ def test_finite_differences_agree_with_g(arch):
             assert measured == pytest.approx(numeric, rel=1e-5, abs=1e-9), (kind, layer, k, window)
 
 
+# ---------------------------------------------------------------- the LSTM cell state
+
+
+def numpy_lstm(model, windows, burn_in, perturb=None):
+    """Independent NumPy forward of a stacked LSTM language model on probe windows.
+
+    torch's LSTM equations with the nn.LSTM weights; `perturb` = (layer, t, delta) adds
+    delta (W, H) to c_t of that layer BEFORE h_t = o_t tanh(c_t) (t counts the K + 1 probed
+    steps). Returns per-window losses and, per layer, the probed steps' (o_t, c_t).
+    """
+    get = lambda name: getattr(model.rnn, name).detach().double().numpy()  # noqa: E731
+    sigmoid = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+    x = model.embedding.weight.detach().double().numpy()[windows[:, :-1]].transpose(1, 0, 2)  # (T, W, E)
+    gates = []
+    for layer in range(model.num_layers):
+        w_ih, w_hh = get(f"weight_ih_l{layer}"), get(f"weight_hh_l{layer}")
+        bias = get(f"bias_ih_l{layer}") + get(f"bias_hh_l{layer}")
+        h = c = np.zeros((len(windows), model.hidden_size))
+        outputs, layer_gates = [], []
+        for t in range(len(x)):
+            i, f, g, o = np.split(x[t] @ w_ih.T + h @ w_hh.T + bias, 4, axis=-1)
+            c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+            if perturb is not None and perturb[:2] == (layer, t - burn_in):
+                c = c + perturb[2]
+            h = sigmoid(o) * np.tanh(c)
+            outputs.append(h)
+            if t >= burn_in:
+                layer_gates.append((sigmoid(o), c))
+        x = np.stack(outputs)
+        gates.append(layer_gates)
+    logits = x[-1] @ model.decoder.weight.detach().double().numpy().T + model.decoder.bias.detach().double().numpy()
+    logits = logits - logits.max(axis=1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return -log_probs[np.arange(len(windows)), windows[:, -1]], gates
+
+
+def test_numpy_lstm_reproduces_the_probe_loss():
+    model = tiny("lstm", hidden=4)
+    windows = random_windows(3, 3, 5, seed=2)
+    losses, _ = numpy_lstm(model, windows, 3)
+    np.testing.assert_allclose(losses, probe.probe_model(model, windows, 3)["loss"], rtol=1e-12)
+
+
+def test_cell_state_curve_is_the_total_derivative_by_finite_differences():
+    """||dL_T/dc_{T-k}|| with c perturbed before h is computed from it, every lag 0..K, both layers."""
+    model = tiny("lstm", hidden=4)
+    burn_in, max_lag, eps = 3, 5, 1e-6
+    windows = random_windows(2, burn_in, max_lag, seed=1)
+    result = probe.probe_model(model, windows, burn_in)
+    for layer in range(2):
+        for k in range(max_lag + 1):
+            gradient = np.zeros((2, 4))
+            for unit in range(4):
+                delta = np.zeros((2, 4))
+                delta[:, unit] = eps
+                plus, _ = numpy_lstm(model, windows, burn_in, (layer, max_lag - k, delta))
+                minus, _ = numpy_lstm(model, windows, burn_in, (layer, max_lag - k, -delta))
+                gradient[:, unit] = (plus - minus) / (2 * eps)
+            np.testing.assert_allclose(result["c"][layer, :, k], np.linalg.norm(gradient, axis=1),
+                                       rtol=1e-5, err_msg=f"layer {layer}, lag {k}")
+    assert (result["c"][:, :, 0] > 0).all()  # the total derivative at lag 0 is not zero
+
+
+def test_cell_state_gradient_at_lag_0_has_its_closed_form():
+    """dL/dc_T = dL/dh_T * o_T * (1 - tanh(c_T)^2): c_T reaches L_T only through h_T."""
+    model = tiny("lstm", hidden=5)
+    burn_in, max_lag = 4, 6
+    windows = random_windows(3, burn_in, max_lag, seed=3)
+    unrolled = probe.unroll(model, torch.as_tensor(windows), burn_in)
+    leaves = unrolled.probes["h"] + unrolled.probes["c"]
+    grads = torch.autograd.grad(unrolled.loss.sum(), leaves)
+    _, gates = numpy_lstm(model, windows, burn_in)
+    for layer in range(2):
+        dl_dh, dl_dc = grads[layer][max_lag].numpy(), grads[2 + layer][max_lag].numpy()
+        o, c = gates[layer][max_lag]
+        np.testing.assert_allclose(dl_dc, dl_dh * o * (1 - np.tanh(c) ** 2), rtol=1e-10, atol=1e-16)
+
+
 # ---------------------------------------------------------------- the seed tutorial's BPTT
 
 
@@ -276,12 +354,19 @@ def test_pascanu_bound_holds_at_trained_checkpoints(arch, tmp_path):
 
 
 def test_censored_statistics_never_report_log_of_zero():
-    values = np.array([[1.0, 1e-3, 0.0], [1.0, 1e-2, 0.0], [1.0, 0.0, 1e-300], [2.0, np.inf, 1e-5]])
+    values = np.array([[1.0, 1e-3, 0.0, 1e-3], [1.0, 1e-2, 0.0, 0.0], [1.0, 0.0, 1e-300, 0.0],
+                       [2.0, np.inf, 1e-5, 0.0]])
     logs = probe.censored_log10(values)
     stats = probe.curve_stats(logs)
-    assert list(stats["n"]) == [4, 4, 4] and list(stats["n_censored"]) == [0, 2, 2]
-    # The mean leaves censored values out: lag 1 -> mean(1e-3, 1e-2).
-    assert stats["log10_mean"][1] == pytest.approx(np.log10(5.5e-3))
+    assert list(stats["n"]) == [4] * 4 and list(stats["n_censored"]) == [0, 2, 2, 3]
+    assert list(stats["n_underflow"]) == [0, 1, 2, 3]
+    assert stats["log10_mean"][0] == pytest.approx(np.log10(1.25))
+    # An overflowed window makes the mean unknown: NaN, not the mean of the others.
+    assert np.isnan(stats["log10_mean"][1])
+    # An underflowed window is (next to) zero and still counts: mean(0, 0, 1e-300, 1e-5), mean(1e-3, 0, 0, 0).
+    assert stats["log10_mean"][2] == pytest.approx(np.log10(1e-5 / 4))
+    assert stats["log10_mean"][3] == pytest.approx(np.log10(1e-3 / 4))
+    assert np.isnan(probe.log10_mean(probe.censored_log10(np.zeros((3, 1)))))  # below float64: unknown
     # Median of lag 2 falls between 0.0 and 1e-300: censored -> NaN (not -inf).
     assert np.isnan(stats["log10_median"][2])
     # Quantiles below the censored ones stay finite: q75 of lag 2 between 1e-300 and 1e-5.
@@ -352,12 +437,37 @@ def test_temporal_contributions_sum_to_autograds_dl_dw_hh(arch):
             np.testing.assert_allclose(result["contributions"][layer, window], norms, rtol=1e-10, atol=1e-300)
 
 
-def test_contribution_table_shares():
+def per_step_weight_gradients(model, windows, burn_in):
+    """dL/dW_hh^(t) for a one-layer tanh RNN in which step t uses its own copy W_hh^(t).
+
+    The part of dL/dW_hh that comes from step t, computed without the probe's code:
+    plain torch ops on the nn.RNN weights, one leaf per step. Returns (W, K+1, H, H) by t.
+    """
+    rnn, tokens = model.rnn, torch.as_tensor(windows)
+    w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l0").detach().double()
+                              for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    x = model.embedding.weight.detach().double()[tokens[:, :-1]]  # (W, B + K + 1, E)
+    h = torch.zeros(len(windows), w_hh.shape[0], dtype=torch.float64)
+    for t in range(burn_in):
+        h = torch.tanh(x[:, t] @ w_ih.t() + b_ih + h @ w_hh.t() + b_hh)
+    copies = [w_hh.clone().requires_grad_(True) for _ in range(x.shape[1] - burn_in)]
+    for t, w in enumerate(copies):
+        h = torch.tanh(x[:, burn_in + t] @ w_ih.t() + b_ih + h @ w.t() + b_hh)
+    logits = h @ model.decoder.weight.detach().double().t() + model.decoder.bias.detach().double()
+    losses = torch.nn.functional.cross_entropy(logits, tokens[:, -1], reduction="none")
+    per_window = [torch.stack(torch.autograd.grad(loss, copies, retain_graph=True)) for loss in losses]
+    return torch.stack(per_window)
+
+
+def test_contribution_table_shares_match_per_step_weight_copies():
     model = tiny("rnn_tanh", hidden=5, layers=1, scale=0.6)
-    result = probe.probe_model(model, random_windows(5, 3, 20), 3)
-    table = probe.summarise_probe(result, model, {"fit_lags": [1, 10], "horizon_threshold": 1e-3})["contributions"]
-    shares = result["contributions"][0] / result["contributions"][0].sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(table.share_median, np.median(shares, axis=0))
+    windows = random_windows(5, 3, 20)
+    table = probe.summarise_probe(probe.probe_model(model, windows, 3), model,
+                                  {"fit_lags": [1, 10], "horizon_threshold": 1e-3})["contributions"]
+    parts = torch.linalg.matrix_norm(per_step_weight_gradients(model, windows, 3)).flip(1).numpy()  # by lag
+    shares = parts / parts.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(table.share_median, np.median(shares, axis=0), rtol=1e-9)
+    np.testing.assert_allclose(table.log10_median, np.median(np.log10(parts), axis=0), rtol=1e-9)
     # A contracting RNN learns from the recent past: recent lags dominate.
     assert table.share_median.iloc[:3].sum() > table.share_median.iloc[10:].sum()
 
@@ -448,3 +558,43 @@ def test_a_diverged_checkpoint_is_skipped(tmp_path, capsys):
     assert "step_00000009.pt: weights are not finite" in capsys.readouterr().out
     assert set(pd.read_csv(outputs["curves"]).step) == {0} and set(frames["summary"].step) == {0}
     assert set(pd.read_csv(outputs["summary"]).state) == {"h", "x"}
+
+
+def saturate(model, arch):
+    """Gates shut (LSTM: i = f = o = 0 exactly in float64) or every ReLU unit off: each step's
+    Jacobian is exactly zero, so the Jacobian product and g(k >= 1) are exactly zero."""
+    hidden = model.hidden_size
+    with torch.no_grad():
+        for layer in range(model.num_layers):
+            bias = getattr(model.rnn, f"bias_ih_l{layer}")
+            if arch == "lstm":
+                bias[:2 * hidden] = -1e4  # input and forget gates
+                bias[3 * hidden:] = -1e4  # output gate
+            else:
+                bias[:] = -1e4
+
+
+@pytest.mark.parametrize("arch", ["lstm", "rnn_relu", "irnn"])
+def test_an_exactly_zero_jacobian_product_is_censored_not_a_crash(arch, tmp_path):
+    tokens = tmp_path / "valid.npy"
+    np.save(tokens, np.random.default_rng(0).integers(0, VOCAB, size=300))
+    cell = normalise_cell({**CELL, "arch": arch})
+    directory = write_run(tmp_path / "runs", cell, steps=(0,))
+    model = build_model(**cell, vocab_size=VOCAB)
+    saturate(model, arch)
+    save_checkpoint(directory / "step_00000009.pt", model, {**cell, "vocab_size": VOCAB}, step=9, tokens_seen=90,
+                    progress=1.0, epoch=0)
+    outputs = {name: tmp_path / "out" / f"{name}.csv" for name in probe.TABLES}
+    frames = probe.probe_run(directory, tokens, CONFIG, outputs)
+    curves = frames["curves"][frames["curves"].step == 9].set_index(["layer", "state", "lag"]).sort_index()
+    windows, jacobian_windows = CONFIG["windows"], CONFIG["jacobian_windows"]
+    for layer in range(2):
+        product = curves.loc[(layer, "jacobian")]
+        assert product.loc[0, "n_censored"] == 0 and product.loc[0, "log10_median"] == 0  # ||I|| = 1
+        assert (product.loc[1:, "n_underflow"] == jacobian_windows).all()
+        assert product.loc[1:, ["log10_mean", "log10_median"]].isna().all().all()
+    top_h = curves.loc[(1, "h")]
+    assert top_h.loc[0, "n_censored"] == 0 and (top_h.loc[1:, "n_underflow"] == windows).all()
+    summary = frames["summary"][frames["summary"].step == 9].set_index(["layer", "state"])
+    assert summary.loc[(1, "h"), "horizon"] == 1 and not summary.loc[(1, "h"), "horizon_censored"]
+    assert set(pd.read_csv(outputs["curves"]).step) == {0, 9}

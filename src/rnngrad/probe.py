@@ -11,13 +11,15 @@ Definition (the README and the report repeat it):
   names (`weight_ih_l0`, `weight_hh_l0`, ...): the unrolled cells give exactly the
   fused module's outputs (tests/test_probe.py).
 - One forward and ONE backward pass give every lag of every window and layer: a zero
-  "probe" tensor is added to every h_t (and c_t) of every layer, to every embedding
-  output x_t and to every recurrent pre-activation W_hh h_{t-1}; the gradients of the
+  "probe" tensor is added to every h_t (and to c_t before h_t is computed from it) of
+  every layer, to every embedding output x_t and to every recurrent pre-activation
+  W_hh h_{t-1}; the gradients of the
   summed loss with respect to the probes are the total derivatives dL_T/dh_{T-k}
   (windows are independent, so summing their losses does not mix them).
 - Records per window, layer and lag k = 0..K: g(k) = ||dL_T/dh_{T-k}||_2 (state `h`),
-  ||dL_T/dc_{T-k}||_2 for the LSTM (`c`; dL_T/dc_T = 0 exactly, since only h_T reaches
-  L_T, so c is normalised by the same window's g_h(0)), ||dL_T/dx_{T-k}||_2 for the embedding
+  ||dL_T/dc_{T-k}||_2 for the LSTM (`c`: the total derivative, c_t perturbed before
+  h_t = o_t tanh(c_t) is computed, so delta_c_t = delta_h_t o_t (1 - tanh(c_t)^2)
+  + delta_c_{t+1} f_{t+1}; at lag 0 only the first term), ||dL_T/dx_{T-k}||_2 for the embedding
   vector (`x`, layer 0), and the temporal contributions of Pascanu et al. (2013,
   eq. 4-5): the part of dL_T/dW_hh that comes from step T-k is the rank-one matrix
   (dL_T/de_{T-k}) h_{T-k-1}^T, whose Frobenius norm is ||dL_T/de_{T-k}|| ||h_{T-k-1}||.
@@ -57,7 +59,7 @@ ACTIVATIONS = {"rnn_tanh": torch.tanh, "rnn_sigmoid": torch.sigmoid, "rnn_relu":
 WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 TABLES = ("curves", "summary", "contributions", "jacobians")
 RUN_COLUMNS = ("run",) + GRID_KEYS
-CURVE_STATS = ("n", "n_censored", "log10_mean", "log10_median", "log10_q25", "log10_q75",
+CURVE_STATS = ("n", "n_censored", "n_underflow", "log10_mean", "log10_median", "log10_q25", "log10_q75",
                "norm_log10_mean", "norm_log10_median", "norm_log10_q25", "norm_log10_q75")
 
 
@@ -85,12 +87,15 @@ def layer_weights(model) -> list[dict[str, torch.Tensor]]:
     ]
 
 
-def cell_step(arch: str, weights: dict, x_proj: torch.Tensor, state, probe_e: torch.Tensor | None = None):
+def cell_step(arch: str, weights: dict, x_proj: torch.Tensor, state, probe_e: torch.Tensor | None = None,
+              probe_c: torch.Tensor | None = None):
     """One recurrent step, torch's equations; x_proj = W_ih x_t + b_ih (all gates).
 
     `probe_e` is added to W_hh h_{t-1} (all gate blocks, before b_hh): its gradient is
-    the gradient with respect to the recurrent pre-activation. Works on batched
-    (..., H) tensors and on single vectors (for torch.func).
+    the gradient with respect to the recurrent pre-activation. `probe_c` (LSTM) is added
+    to c_t BEFORE h_t = o_t * tanh(c_t) is computed, so its gradient is the total
+    derivative dL/dc_t (backpropagation's delta_c). Works on batched (..., H) tensors
+    and on single vectors (for torch.func).
     """
     h_prev = state[0] if arch == "lstm" else state
     recurrent = torch.matmul(h_prev, weights["weight_hh"].t())
@@ -102,6 +107,8 @@ def cell_step(arch: str, weights: dict, x_proj: torch.Tensor, state, probe_e: to
     if arch == "lstm":
         i, f, g, o = (x_proj + recurrent).chunk(4, dim=-1)
         c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+        if probe_c is not None:
+            c = c + probe_c
         return torch.sigmoid(o) * torch.tanh(c), c
     if arch == "gru":
         x_r, x_z, x_n = x_proj.chunk(3, dim=-1)
@@ -190,9 +197,10 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
         steps_of = {kind: leaf.unbind(0) for kind, leaf in layer_probes.items()}
         outputs, layer_states = [], []
         for t in range(steps):
-            state = cell_step(arch, w, projected_steps[t], state, steps_of["e"][t])
+            probe_c = steps_of["c"][t] if arch == "lstm" else None
+            state = cell_step(arch, w, projected_steps[t], state, steps_of["e"][t], probe_c)
             if arch == "lstm":
-                state = (state[0] + steps_of["h"][t], state[1] + steps_of["c"][t])
+                state = (state[0] + steps_of["h"][t], state[1])
             else:
                 state = state + steps_of["h"][t]
             outputs.append(_hidden(arch, state))
@@ -273,7 +281,10 @@ def jacobian_products(jacobians: torch.Tensor) -> torch.Tensor:
     """log10 ||J_T J_{T-1} ... J_{T-k+1}||_2 for k = 0..K from (W, K+1, S, S), t-ordered.
 
     The running product is divided by its norm every step (the log of the scale is
-    kept), so the result neither underflows nor overflows.
+    kept), so the result neither underflows nor overflows. A product that becomes
+    exactly zero (saturated gates, ReLU units all off) stays zero at every larger lag:
+    log10 = -inf, censored like an underflowed gradient. A non-finite one (non-finite
+    Jacobian entries) gives +inf from there on.
     """
     n_windows, steps, size, _ = jacobians.shape
     product = torch.eye(size, dtype=jacobians.dtype).expand(n_windows, size, size)
@@ -281,9 +292,15 @@ def jacobian_products(jacobians: torch.Tensor) -> torch.Tensor:
     out = [log10_scale.clone()]
     for k in range(1, steps):
         product = product @ jacobians[:, steps - k]
+        finite = torch.isfinite(product).flatten(1).all(dim=1)
+        # The SVD fails on NaN: a window whose product is no longer finite is frozen at zero.
+        product = torch.where(finite[:, None, None], product, torch.zeros_like(product))
         norm = torch.linalg.matrix_norm(product, ord=2)
-        log10_scale = log10_scale + torch.log10(norm)
-        product = product / norm[:, None, None]
+        alive = finite & (norm > 0)
+        step_scale = torch.where(alive, log10_scale + torch.log10(torch.where(alive, norm, 1.0)),
+                                 torch.where(finite, -math.inf, math.inf))
+        log10_scale = torch.where(torch.isfinite(log10_scale), step_scale, log10_scale)  # censored stays so
+        product = product / torch.where(alive, norm, 1.0)[:, None, None]
         out.append(log10_scale.clone())
     return torch.stack(out, dim=1)
 
@@ -309,7 +326,7 @@ def probe_model(model, windows: np.ndarray, burn_in: int, jacobian_windows: int 
     for start in range(0, len(tokens), chunk_size):
         unrolled = unroll(model, tokens[start:start + chunk_size], burn_in, weights)
         leaves = [unrolled.probes["x"]] + [leaf for kind in keys[:-1] + ("e",) for leaf in unrolled.probes[kind]]
-        # The one backward pass. (c_T does not reach L_T, only h_T does: dL/dc_T = 0 exactly.)
+        # The one backward pass.
         grads = iter(torch.autograd.grad(unrolled.loss.sum(), leaves))
         parts["x"].append(_norms_by_lag(next(grads)))
         for kind in keys[:-1]:
@@ -394,16 +411,21 @@ def censored_quantile(logs: np.ndarray, q: float) -> np.ndarray:
 
 
 def log10_mean(logs: np.ndarray) -> np.ndarray:
-    """log10 of the mean of 10**logs over axis 0, censored (non-finite) values left out."""
+    """log10 of the mean of 10**logs over axis 0, every window counted.
+
+    An underflowed window (-inf) is a value below float64's smallest, so it adds (next
+    to) nothing to the sum but counts in the denominator: the mean stays exact. An
+    overflowed window (+inf) makes the mean unknown (NaN), and so does a mean of
+    underflowed windows only (it is below what float64 holds).
+    """
     finite = np.isfinite(logs)
-    safe = np.where(finite, logs, -np.inf)
-    peak = np.max(safe, axis=0)
+    peak = np.max(np.where(finite, logs, -np.inf), axis=0)
     peak = np.where(np.isfinite(peak), peak, 0.0)
-    with np.errstate(divide="ignore"):
-        total = np.sum(np.where(finite, 10.0 ** (safe - peak), 0.0), axis=0)
-        count = finite.sum(axis=0)
-        out = peak + np.log10(total) - np.log10(np.maximum(count, 1))
-    return np.where(count > 0, out, np.nan)
+    with np.errstate(divide="ignore", over="ignore"):
+        total = np.sum(np.where(finite, 10.0 ** (np.where(finite, logs, 0.0) - peak), 0.0), axis=0)
+        out = peak + np.log10(total) - np.log10(logs.shape[0])
+    overflow = (logs == np.inf).any(axis=0)
+    return np.where(overflow | ~finite.any(axis=0), np.nan, out)
 
 
 def normalise(logs: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
@@ -418,7 +440,8 @@ def normalise(logs: np.ndarray, reference: np.ndarray | None = None) -> np.ndarr
 def curve_stats(logs: np.ndarray, reference: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-lag statistics of (windows, lags) log10 norms, raw and normalised (see normalise)."""
     normalised = normalise(logs, reference)
-    stats = {"n": np.full(logs.shape[1], logs.shape[0]), "n_censored": (~np.isfinite(logs)).sum(axis=0)}
+    stats = {"n": np.full(logs.shape[1], logs.shape[0]), "n_censored": (~np.isfinite(logs)).sum(axis=0),
+             "n_underflow": (logs == -np.inf).sum(axis=0)}
     for prefix, values in (("", logs), ("norm_", normalised)):
         stats[f"{prefix}log10_mean"] = log10_mean(values)
         stats[f"{prefix}log10_median"] = censored_quantile(values, 0.5)
@@ -474,9 +497,7 @@ def summarise_probe(result: dict, model, probe_config: dict) -> dict[str, pd.Dat
     h_logs = [censored_log10(result["h"][layer]) for layer in range(model.num_layers)]
     series = [(layer, "h", h_logs[layer], None) for layer in range(model.num_layers)]
     if arch == "lstm":
-        # dL_T/dc_T = 0 exactly (only h_T reaches L_T): c is normalised by g_h(0).
-        series += [(layer, "c", censored_log10(result["c"][layer]), h_logs[layer][:, 0])
-                   for layer in range(model.num_layers)]
+        series += [(layer, "c", censored_log10(result["c"][layer]), None) for layer in range(model.num_layers)]
     series.append((0, "x", censored_log10(result["x"]), None))
     if "jacobian" in result:
         series += [(layer, "jacobian", result["jacobian"][layer], None) for layer in range(model.num_layers)]
