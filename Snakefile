@@ -17,7 +17,11 @@ sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 
 
-configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+# The default config, unless --configfile names others: a shipped config means what its
+# file says (keys it leaves out take the schema's defaults), never a patch on this one.
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"

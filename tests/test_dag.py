@@ -1,30 +1,56 @@
-"""`snakemake -n` builds the whole DAG for every shipped config.
+"""Every shipped config means what its file says, and `snakemake -n` builds its whole DAG.
 
-The Snakefile's `configfile:` is config/config.yaml; a `--configfile` is deep-merged on
-top of it (its keys win, keys it leaves out keep config.yaml's values), so the grid of
-config/test.yaml is config.yaml's grid updated with test.yaml's lists.
+The Snakefile reads config/config.yaml only when no `--configfile` is given: a shipped
+config is the whole config, keys it leaves out taking the schema's defaults, never a
+patch on top of the default config.
 """
 
-import copy
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import job_counts, run_snakemake
 
-from rnngrad.config import validate_config
+from rnngrad.config import load_schema, validate_config
 from rnngrad.grid import expand_grid
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(path.name for path in (ROOT / "config").glob("*.yaml"))
 
 
-def merged(base: dict, override: dict) -> dict:
-    """Snakemake's merge of a --configfile into the Snakefile's configfile."""
-    result = copy.deepcopy(base)
-    for key, value in override.items():
-        nested = isinstance(value, dict) and isinstance(result.get(key), dict)
-        result[key] = merged(result[key], value) if nested else value
-    return result
+def with_schema_defaults(schema: dict, value: dict) -> dict:
+    """`value` with every key it leaves out set to the schema's default, section by section."""
+    filled = dict(value)
+    for name, subschema in schema.get("properties", {}).items():
+        if name not in filled and "default" in subschema:
+            filled[name] = subschema["default"]
+        if "properties" in subschema and isinstance(filled.get(name), dict):
+            filled[name] = with_schema_defaults(subschema, filled[name])
+    return filled
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_effective_config_is_the_file_plus_schema_defaults(tmp_path, name):
+    """The config Snakemake builds from each shipped file, as results/<...>/config.yaml records it."""
+    path = ROOT / "config" / name
+    written = yaml.safe_load(path.read_text())
+    args = [] if name == "config.yaml" else ["--configfile", str(path)]
+    target = f"{written['results_dir']}/config.yaml"
+    run_snakemake(tmp_path, target, *args, cores=1, timeout=300)
+    effective = yaml.safe_load((tmp_path / target).read_text())
+    assert effective == with_schema_defaults(load_schema(), written)
+
+
+def test_paper_config_is_what_its_header_and_the_readme_say():
+    config = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    runs = len(expand_grid(config["grid"], config["exclude"]))
+    header = (ROOT / "config" / "paper.yaml").read_text()
+    assert f"({runs} training runs" in header
+    readme_line = next(line for line in (ROOT / "README.md").read_text().splitlines() if "config/paper.yaml` |" in line)
+    assert f"({runs} runs, {config['grid']['epochs'][0]} epochs each)" in readme_line
+    assert config["probe"]["windows"] == 256 and config["probe"]["max_lag"] == 100
+    assert config["training"]["loss_reduction"] == "sum_over_time"
 
 
 def dry_run(workdir: Path, *args: str) -> dict:
@@ -34,12 +60,8 @@ def dry_run(workdir: Path, *args: str) -> dict:
 
 @pytest.mark.parametrize("configfile", [None, "config/test.yaml"])
 def test_dry_run_builds_the_dag(tmp_path, configfile):
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    args = []
-    if configfile:
-        config = merged(config, yaml.safe_load((ROOT / configfile).read_text()))
-        args = ["--configfile", str(ROOT / configfile)]
-    config = validate_config(config)
+    config = validate_config(yaml.safe_load((ROOT / (configfile or "config/config.yaml")).read_text()))
+    args = ["--configfile", str(ROOT / configfile)] if configfile else []
     jobs = dry_run(tmp_path, *args)
     assert jobs["train_model"] == len(expand_grid(config["grid"], config["exclude"]))
     assert jobs["download_corpus"] == 1 and jobs["tokenise_corpus"] >= 1
