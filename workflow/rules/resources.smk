@@ -1,8 +1,8 @@
 # Threads, memory (MB), wall time (minutes) and GPUs of the heavy rules, sized from the
 # config by rnngrad.resources (see there for the cost model). Snakemake passes `attempt`,
 # so a job retried after a time-out (profile `retries`) asks for more time and memory.
-# Light rules (download, tokenise, collect, figures) are `localrules` in their rule files:
-# they run in the submitting process, not as cluster jobs.
+# Light rules (download, tokenise, collect, figures) are `localrules` in their rule files,
+# run in the submitting process, not as cluster jobs.
 
 import functools
 
