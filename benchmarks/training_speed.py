@@ -2,6 +2,7 @@
 
     python benchmarks/training_speed.py                 # PTB-small word size and char size
     python benchmarks/training_speed.py --threads 2 --repeats 5
+    python benchmarks/training_speed.py --wall          # wall clock, 1 and 2 threads, job environment
 
 "ours" is rnngrad.training.Trainer.run (forward, backward, clipping, SGD, per-step
 metrics, divergence check, spectral stats of W_hh every `--spectral-every` steps);
@@ -14,15 +15,29 @@ other processes sharing the machine distort them less. Ours is timed by the trai
 itself, from fetching a batch to the end of the step's bookkeeping (what its runs
 report as tokens_per_s; initialisation, validation and saving excluded). The two
 alternate, and each reports its median over `--repeats`. Goal: ours/bare >= 0.95.
-Columns: `ours` with spectral stats every `--spectral-every` steps (the config
-default), `ours-nospec` without them, so that the loop's own bookkeeping and the
-optional eigendecompositions show separately.
+Columns: `ours` with spectral stats every `--spectral-every` steps, `ours-nospec`
+without them, so that the loop's own bookkeeping and the optional eigendecompositions
+show separately; `spec/run` says how many spectral computations each run made.
+
+`--wall` measures what a user waits for: wall-clock tokens/s, each measurement in a
+fresh process whose environment is set before torch loads: `job` is what a training
+job of the workflow sets (rnngrad.threads.job_environment), `plain` nothing. For each
+thread count it runs one job alone (a quiet machine or a cluster allocation) and then
+as many concurrent jobs as `snakemake --cores 8` starts (8 // threads), oversubscribing
+a smaller machine. The bare loop always runs in the plain environment (what a user's
+own loop gets). Goal: ours(job)/bare(plain) >= 0.95 for a job alone; with concurrent
+jobs, the summed tokens/s of every job. `--envs` adds environments to compare (e.g.
+`passive` = OMP_WAIT_POLICY=PASSIVE for every multi-thread job, the old behaviour).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -32,12 +47,19 @@ import torch.nn.functional as F
 from rnngrad.config import validate_config
 from rnngrad.grid import ALL_ARCHS, normalise_cell
 from rnngrad.model import build_model
+from rnngrad.threads import available_cpus, job_environment
 from rnngrad.training import Trainer, batch_starts, batchify, detach, get_batch
 
 SIZES = {
     # name: (vocab, hidden, layers, bptt, batch, measured steps)
-    "ptb-small": (10000, 200, 2, 35, 20, 20),
+    "ptb-small": (10000, 200, 2, 35, 20, 40),
     "char": (50, 128, 1, 35, 20, 300),
+    "zaremba": (10000, 200, 2, 20, 20, 60),  # the Zaremba small LSTM's shape
+}
+ENVIRONMENTS = {
+    "plain": lambda threads, cores: {},
+    "job": job_environment,
+    "passive": lambda threads, cores: {"OMP_WAIT_POLICY": "PASSIVE"} if threads > 1 else {},
 }
 
 
@@ -47,20 +69,21 @@ def make_cell(arch, hidden, layers, bptt, batch):
                                epochs=1, seed=0))
 
 
-def ours(cell, ids, vocab, steps, spectral_every) -> float:
-    """Tokens per CPU second of Trainer.run over `steps` steps."""
+def ours(cell, ids, vocab, steps, spectral_every, clock=time.process_time) -> tuple[float, int]:
+    """(tokens per second of `clock`, spectral computations) of Trainer.run over `steps` steps."""
     settings = validate_config({"training": {
         "max_tokens": steps * cell["bptt"] * cell["batch_size"], "checkpoints": [1.0], "device": "cpu",
         "spectral_every": spectral_every, "log_every_s": 1e9, "lr_schedule": "constant"}})["training"]
     trainer = Trainer(cell, settings, ids, ids[:200], ids[:200], vocab, log=lambda line: None)
-    trainer.clock = time.process_time
+    trainer.clock = clock
     trainer.run(partial=None)
     assert trainer.step == steps and trainer.status == "ok"
-    return trainer.tokens / trainer.train_s
+    spectral = sum(1 for row in trainer.metrics[1:] if "sigma_max_l0" in row)
+    return trainer.tokens / trainer.train_s, spectral
 
 
-def bare(cell, ids, vocab, steps) -> float:
-    """Tokens per CPU second of a plain loop around the same modules and weights."""
+def bare(cell, ids, vocab, steps, clock=time.process_time) -> float:
+    """Tokens per second of `clock` of a plain loop around the same modules and weights."""
     model = build_model(**cell, vocab_size=vocab)
     embedding, rnn, decoder = model.embedding, model.rnn, model.decoder
     params = list(model.parameters())
@@ -69,7 +92,7 @@ def bare(cell, ids, vocab, steps) -> float:
     starts = batch_starts(len(data), cell["bptt"])[:steps]
     hidden = model.init_hidden(cell["batch_size"])
     tokens = 0
-    start = time.process_time()
+    start = clock()
     for row in starts:
         inputs, targets = get_batch(data, row, cell["bptt"])
         hidden = detach(hidden)
@@ -80,43 +103,118 @@ def bare(cell, ids, vocab, steps) -> float:
         torch.nn.utils.clip_grad_norm_(params, cell["clip"])
         optimizer.step()
         tokens += targets.numel()
-    return tokens / (time.process_time() - start)
+    return tokens / (clock() - start)
+
+
+def corpus(size: str) -> tuple[np.ndarray, int, dict]:
+    vocab, hidden, layers, bptt, batch, steps = SIZES[size]
+    ids = np.random.default_rng(0).integers(0, vocab, size=(steps + 3) * bptt * batch + 1)
+    return ids, vocab, {"hidden": hidden, "layers": layers, "bptt": bptt, "batch": batch, "steps": steps}
+
+
+def worker(loop: str, size: str, arch: str, threads: int, spectral_every: int) -> None:
+    """One wall-clock measurement in this (fresh) process; prints its tokens/s as JSON."""
+    torch.set_num_threads(threads)
+    ids, vocab, shape = corpus(size)
+    cell = make_cell(arch, shape["hidden"], shape["layers"], shape["bptt"], shape["batch"])
+    if loop == "ours":
+        ours(cell, ids, vocab, 2, spectral_every, time.perf_counter)  # warm up
+        speed, _ = ours(cell, ids, vocab, shape["steps"], spectral_every, time.perf_counter)
+    else:
+        bare(cell, ids, vocab, 2, time.perf_counter)
+        speed = bare(cell, ids, vocab, shape["steps"], time.perf_counter)
+    print(json.dumps({"tokens_per_s": speed}))
+
+
+def concurrent(loop: str, size: str, arch: str, threads: int, jobs: int, env: dict, spectral_every: int) -> float:
+    """Summed wall-clock tokens/s of `jobs` processes run at once, each in environment `env`."""
+    command = [sys.executable, __file__, "--worker", loop, "--sizes", size, "--archs", arch,
+               "--threads", str(threads), "--spectral-every", str(spectral_every)]
+    environment = {**{k: v for k, v in os.environ.items() if k not in ENV_KEYS}, **env}
+    processes = [subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True) for _ in range(jobs)]
+    speeds = []
+    for process in processes:
+        out, _ = process.communicate()
+        assert process.returncode == 0, out
+        speeds.append(json.loads(out.strip().splitlines()[-1])["tokens_per_s"])
+    return sum(speeds)
+
+
+ENV_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
+
+
+def wall(args) -> None:
+    """Wall-clock table: per thread count, one job alone and `--cores 8` worth of jobs."""
+    cpus = available_cpus()
+    print(f"torch {torch.__version__}, {cpus} CPUs available, wall-clock tokens/s (summed over concurrent jobs), "
+          f"median of {args.repeats}; bare loop in the plain environment")
+    envs = ["job", *[name for name in args.envs if name != "job"]]
+    print(f"{'size':<10} {'arch':<6} {'thr':>3} {'jobs':>4} {'bare':>8} "
+          + " ".join(f"{name:>8} {'ratio':>6}" for name in envs))
+    for size in args.sizes:
+        for arch in args.archs:
+            for threads in args.threads_list:
+                for jobs in sorted({1, max(1, args.cores // threads)}):
+                    runs = {name: [] for name in ["bare", *envs]}
+                    for _ in range(args.repeats):
+                        runs["bare"].append(concurrent("bare", size, arch, threads, jobs, {}, args.spectral_every))
+                        for name in envs:
+                            env = ENVIRONMENTS[name](threads, args.cores if jobs > 1 else threads)
+                            runs[name].append(concurrent("ours", size, arch, threads, jobs, env, args.spectral_every))
+                    speed = {name: statistics.median(values) for name, values in runs.items()}
+                    print(f"{size:<10} {arch:<6} {threads:>3} {jobs:>4} {speed['bare']:>8,.0f} "
+                          + " ".join(f"{speed[name]:>8,.0f} {speed[name] / speed['bare']:>6.3f}" for name in envs),
+                          flush=True)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, nargs="+", default=None, help="default: 1 (CPU time), 1 2 (--wall)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--spectral-every", type=int, default=50, help="as training.spectral_every")
-    parser.add_argument("--archs", nargs="+", default=list(ALL_ARCHS))
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--spectral-every", type=int, default=20, help="as training.spectral_every")
+    parser.add_argument("--archs", nargs="+", default=None, help="default: every arch (CPU time), lstm (--wall)")
+    parser.add_argument("--sizes", nargs="+", default=None, choices=list(SIZES))
+    parser.add_argument("--wall", action="store_true", help="wall clock, in the job's environment")
+    parser.add_argument("--cores", type=int, default=8, help="--wall: the `snakemake --cores` to emulate")
+    parser.add_argument("--envs", nargs="+", default=["plain"], choices=list(ENVIRONMENTS))
+    parser.add_argument("--worker", choices=["ours", "bare"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.sizes[0], args.archs[0], args.threads[0], args.spectral_every)
+    if args.wall:
+        args.threads_list = args.threads or [1, 2]
+        args.archs, args.sizes = args.archs or ["lstm"], args.sizes or ["zaremba"]
+        return wall(args)
+    args.threads = (args.threads or [1])[0]
+    args.archs, args.sizes = args.archs or list(ALL_ARCHS), args.sizes or ["ptb-small", "char"]
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}, "
           f"spectral stats every {args.spectral_every} steps")
     print(f"{'size':<10} {'arch':<12} {'bare tok/s':>11} {'ours tok/s':>11} {'ratio':>6} "
-          f"{'ours-nospec':>11} {'ratio':>6}")
+          f"{'ours-nospec':>11} {'ratio':>6} {'spec/run':>8}")
     ratios = {"ours": [], "nospec": []}
     for size in args.sizes:
-        vocab, hidden, layers, bptt, batch, steps = SIZES[size]
-        ids = np.random.default_rng(0).integers(0, vocab, size=(steps + 3) * bptt * batch + 1)
+        ids, vocab, shape = corpus(size)
+        steps = shape["steps"]
         for arch in args.archs:
-            cell = make_cell(arch, hidden, layers, bptt, batch)
+            cell = make_cell(arch, shape["hidden"], shape["layers"], shape["bptt"], shape["batch"])
             ours(cell, ids, vocab, 2, args.spectral_every), bare(cell, ids, vocab, 2)  # warm up
             runs = {"bare": [], "ours": [], "nospec": []}
             for _ in range(args.repeats):
                 runs["bare"].append(bare(cell, ids, vocab, steps))
-                runs["ours"].append(ours(cell, ids, vocab, steps, args.spectral_every))
-                runs["nospec"].append(ours(cell, ids, vocab, steps, 10 ** 9))
+                speed, spectral = ours(cell, ids, vocab, steps, args.spectral_every)
+                runs["ours"].append(speed)
+                runs["nospec"].append(ours(cell, ids, vocab, steps, 10 ** 9)[0])
             speed = {name: statistics.median(values) for name, values in runs.items()}
             for name in ratios:
                 ratios[name].append(speed[name] / speed["bare"])
             print(f"{size:<10} {arch:<12} {speed['bare']:>11,.0f} {speed['ours']:>11,.0f} "
                   f"{speed['ours'] / speed['bare']:>6.3f} {speed['nospec']:>11,.0f} "
-                  f"{speed['nospec'] / speed['bare']:>6.3f}", flush=True)
+                  f"{speed['nospec'] / speed['bare']:>6.3f} {spectral:>8}", flush=True)
     for name, values in ratios.items():
         label = "ours" if name == "ours" else "ours-nospec"
         print(f"{label}/bare: geometric mean {float(np.exp(np.mean(np.log(values)))):.3f}, min {min(values):.3f}")
+
 
 if __name__ == "__main__":
     main()
