@@ -354,12 +354,16 @@ def test_temporal_contributions_sum_to_autograds_dl_dw_hh(arch):
 
 def test_contribution_table_shares():
     model = tiny("rnn_tanh", hidden=5, layers=1, scale=0.6)
+    settings = {"fit_lags": [1, 10], "horizon_threshold": 1e-3}
     result = probe.probe_model(model, random_windows(5, 3, 20), 3)
-    table = probe.summarise_probe(result, model, {"fit_lags": [1, 10], "horizon_threshold": 1e-3})["contributions"]
-    shares = result["contributions"][0] / result["contributions"][0].sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(table.share_median, np.median(shares, axis=0))
+    table = probe.summarise_probe(result, model, settings)["contributions"]
     # A contracting RNN learns from the recent past: recent lags dominate.
     assert table.share_median.iloc[:3].sum() > table.share_median.iloc[10:].sum()
+    # Norms whose shares are known by hand, per window: [1/2 1/4 1/4 0], [1/4 1/4 1/2 0], [1/4 3/4 0 0].
+    result = probe.probe_model(model, random_windows(3, 3, 3), 3)
+    result["contributions"] = np.array([[[2.0, 1.0, 1.0, 0.0], [1.0, 1.0, 2.0, 0.0], [1.0, 3.0, 0.0, 0.0]]])
+    table = probe.summarise_probe(result, model, settings)["contributions"]
+    np.testing.assert_allclose(table.share_median, [0.25, 0.25, 0.25, 0.0])  # median over windows, lag by lag
 
 
 # ---------------------------------------------------------------- windows and per-run tables
