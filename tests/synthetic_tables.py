@@ -128,7 +128,9 @@ def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
                     median = s * lags - 0.02 * np.sqrt(lags)
                     spread = 0.1 + 0.05 * np.sqrt(lags)
                     censored = median < floor
-                    g0 = -1.5
+                    # each state has its own lag-0 norm (the LSTM's c too: dL_T/dc_T is the total
+                    # derivative, non-zero) and norm_* is normalised by it
+                    g0 = {"h": -1.5, "c": -1.1, "x": -2.0, "jacobian": 0.0}[state]
                     for k in lags:
                         nan = censored[k]
                         val = lambda v: np.nan if nan else v  # noqa: E731

@@ -461,15 +461,20 @@ def per_step_weight_gradients(model, windows, burn_in):
 
 def test_contribution_table_shares_match_per_step_weight_copies():
     model = tiny("rnn_tanh", hidden=5, layers=1, scale=0.6)
+    settings = {"fit_lags": [1, 10], "horizon_threshold": 1e-3}
     windows = random_windows(5, 3, 20)
-    table = probe.summarise_probe(probe.probe_model(model, windows, 3), model,
-                                  {"fit_lags": [1, 10], "horizon_threshold": 1e-3})["contributions"]
+    table = probe.summarise_probe(probe.probe_model(model, windows, 3), model, settings)["contributions"]
     parts = torch.linalg.matrix_norm(per_step_weight_gradients(model, windows, 3)).flip(1).numpy()  # by lag
     shares = parts / parts.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(table.share_median, np.median(shares, axis=0), rtol=1e-9)
     np.testing.assert_allclose(table.log10_median, np.median(np.log10(parts), axis=0), rtol=1e-9)
     # A contracting RNN learns from the recent past: recent lags dominate.
     assert table.share_median.iloc[:3].sum() > table.share_median.iloc[10:].sum()
+    # Norms whose shares are known by hand, per window: [1/2 1/4 1/4 0], [1/4 1/4 1/2 0], [1/4 3/4 0 0].
+    result = probe.probe_model(model, random_windows(3, 3, 3), 3)
+    result["contributions"] = np.array([[[2.0, 1.0, 1.0, 0.0], [1.0, 1.0, 2.0, 0.0], [1.0, 3.0, 0.0, 0.0]]])
+    table = probe.summarise_probe(result, model, settings)["contributions"]
+    np.testing.assert_allclose(table.share_median, [0.25, 0.25, 0.25, 0.0])  # median over windows, lag by lag
 
 
 # ---------------------------------------------------------------- windows and per-run tables

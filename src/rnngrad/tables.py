@@ -16,8 +16,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rnngrad.grid import ALL_ARCHS, GRID_KEYS, format_value, parse_run_path
+from rnngrad.grid import GRID_KEYS, format_value
 from rnngrad.io import write_csv, write_text
+from rnngrad.selection import (
+    STAGES,
+    at_stage,
+    cell_axes,
+    censored_median,
+    diverged_runs,
+    group_cells,
+    is_censored,
+    numeric,
+    sorted_cells,
+    top_layer_state,
+    with_cells,
+)
 
 # Published results a grid cell can be compared with: the config it must match
 # (grid keys, plus corpus/training keys when runs.csv has them) and the numbers.
@@ -32,43 +45,6 @@ ANCHORS = (
     },
 )
 PAPER_TABLES = ("perplexity", "gradient_fits")
-
-
-def _cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """Grid values parsed from the run path (so None and 'na' survive the CSV round trip)."""
-    cells = pd.DataFrame([parse_run_path(run) for run in frame["run"]], index=frame.index, dtype=object)
-    return frame.drop(columns=[k for k in GRID_KEYS if k in frame]).join(cells)
-
-
-def _varying(frame: pd.DataFrame) -> list[str]:
-    """Grid axes (other than seed) with several values within some arch: the columns that tell
-    cells apart ('na' beside a single LSTM forget bias is not an axis)."""
-    per_arch = frame.assign(**{k: frame[k].map(format_value) for k in GRID_KEYS}).groupby("arch")
-    return ["arch"] + [k for k in GRID_KEYS if k not in ("arch", "seed") and per_arch[k].nunique().max() > 1]
-
-
-def _group_keys(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """String keys for grouping (None and NaN would be dropped by groupby)."""
-    return frame.assign(**{f"_{k}": frame[k].map(format_value) for k in keys})
-
-
-def _value_key(value):
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
-        return (0, float(value), "")
-    return (1, 0.0, format_value(value))
-
-
-def _sorted_cells(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Rows in arch order (vanilla first), then by each grid axis, numbers numerically."""
-    if table.empty:
-        return table
-    order = {arch: i for i, arch in enumerate(ALL_ARCHS)}
-
-    def row_key(i):
-        row = table.iloc[i]
-        return tuple(order.get(row[k], 99) if k == "arch" else _value_key(row[k]) for k in keys)
-
-    return table.iloc[sorted(range(len(table)), key=row_key)].reset_index(drop=True)
 
 
 def _anchor_for(row: dict, columns) -> dict | None:
@@ -89,60 +65,52 @@ def _same(a, b) -> bool:
 
 def perplexity_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per grid cell: seeds, diverged runs, valid/test perplexity mean and sd, anchors."""
-    runs = _cells(runs)
-    keys = _varying(runs)
-    runs = _group_keys(runs, keys)
+    runs = numeric(with_cells(runs), ["valid_ppl", "test_ppl"])
+    keys = cell_axes(runs)
     rows = []
-    for _, group in runs.groupby([f"_{k}" for k in keys], sort=False):
-        first = group.iloc[0].to_dict()
+    for cell, group in group_cells(runs, keys):
         ok = group[group["status"] == "ok"]
-        row = {k: first[k] for k in keys}
-        row["seeds"] = len(group)
-        row["diverged"] = int((group["status"] == "diverged").sum())
+        row = {**cell, "seeds": len(group), "diverged": int((group["status"] == "diverged").sum())}
         for metric in ("valid_ppl", "test_ppl"):
-            values = pd.to_numeric(ok[metric], errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+            values = ok[metric].dropna()
             row[f"{metric}_mean"] = values.mean() if len(values) else np.nan
             row[f"{metric}_sd"] = values.std(ddof=1) if len(values) > 1 else np.nan
-        anchor = _anchor_for(first, runs.columns)
+        anchor = _anchor_for(group.iloc[0].to_dict(), runs.columns)
         row["anchor"] = anchor["name"] if anchor else ""
         row["anchor_valid_ppl"] = anchor["valid_ppl"] if anchor else np.nan
         row["anchor_test_ppl"] = anchor["test_ppl"] if anchor else np.nan
         rows.append(row)
-    return _sorted_cells(pd.DataFrame(rows), keys)
+    return sorted_cells(pd.DataFrame(rows), keys)
 
 
 def gradient_fit_table(gradient_summary: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per grid cell: slope (mean, sd over seeds) and horizon at initialisation and after training.
 
-    Top recurrent layer, hidden state h. "After training" is each run's last checkpoint,
-    for runs that finished (`status` ok in runs.csv); diverged runs are counted instead.
+    Top recurrent layer, hidden state h. "trained" is each run's last checkpoint, for runs
+    that finished (`status` ok in runs.csv); diverged runs are counted instead. Horizons
+    censored at the probe's max lag K are only known to be >= K: `horizon_*_median` is
+    their median with each censored one at K, exact unless `horizon_*_median_censored`
+    (then only a lower bound); `horizon_*_censored` counts the censored runs.
     """
-    summary = gradient_summary[gradient_summary["state"] == "h"]
-    summary = summary[summary["layer"] == summary.groupby("run")["layer"].transform("max")]
-    summary = _cells(summary)
-    diverged = set(runs.loc[runs["status"] == "diverged", "run"]) if runs is not None and "status" in runs else set()
-    last = summary.groupby("run")["step"].transform("max")
-    stages = {"init": summary[summary["step"] == 0],
-              "trained": summary[(summary["step"] == last) & (summary["step"] > 0) & ~summary["run"].isin(diverged)]}
-    keys = _varying(summary)
-    grouped = _group_keys(summary, keys)
+    summary = numeric(with_cells(top_layer_state(gradient_summary, "h")), ["slope", "horizon"])
+    diverged = diverged_runs(runs)
+    stages = {stage: at_stage(summary, stage, diverged) for stage in STAGES}
+    keys = cell_axes(summary)
     rows = []
-    for _, group in grouped.groupby([f"_{k}" for k in keys], sort=False):
-        first = group.iloc[0].to_dict()
-        row = {k: first[k] for k in keys}
-        row["seeds"] = group["run"].nunique()
-        row["diverged"] = len(set(group["run"]) & diverged)
+    for cell, group in group_cells(summary, keys):
+        row = {**cell, "seeds": group["run"].nunique(), "diverged": len(set(group["run"]) & diverged)}
         for stage, rows_stage in stages.items():
             sel = rows_stage[rows_stage.index.isin(group.index)]
-            slope = pd.to_numeric(sel["slope"], errors="coerce").dropna()
-            horizon = pd.to_numeric(sel["horizon"], errors="coerce").dropna()
-            censored = sel["horizon_censored"].astype(str).str.lower().eq("true") if len(sel) else pd.Series([], dtype=bool)
+            slope = sel["slope"].dropna()
+            censored = is_censored(sel["horizon_censored"])
+            median, lower_bound = censored_median(sel["horizon"], censored)
             row[f"slope_{stage}_mean"] = slope.mean() if len(slope) else np.nan
             row[f"slope_{stage}_sd"] = slope.std(ddof=1) if len(slope) > 1 else np.nan
-            row[f"horizon_{stage}_median"] = horizon.median() if len(horizon) else np.nan
-            row[f"horizon_{stage}_censored"] = int(censored.sum())
+            row[f"horizon_{stage}_median"] = median
+            row[f"horizon_{stage}_median_censored"] = lower_bound
+            row[f"horizon_{stage}_censored"] = int(censored[sel["horizon"].notna()].sum())
         rows.append(row)
-    return _sorted_cells(pd.DataFrame(rows), keys)
+    return sorted_cells(pd.DataFrame(rows), keys)
 
 
 # ---------------------------------------------------------------------------- formats
@@ -181,16 +149,25 @@ def display_perplexity(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _horizon(median, lower_bound, n_censored) -> str:
+    """'12', or '≥20 (1 censored)' when the median is only a lower bound."""
+    if not np.isfinite(median):
+        return "–"
+    text = ("≥" if lower_bound else "") + f"{median:g}"
+    return text + (f" ({n_censored} censored)" if n_censored else "")
+
+
 def display_gradient_fits(table: pd.DataFrame) -> pd.DataFrame:
-    """Slope as 'mean ± sd' (decades per step), horizon as a median with '≥' when censored."""
+    """Slope as 'mean ± sd' (decades per step), horizon as a median, '≥' when only a lower bound."""
     out = pd.DataFrame(_display_keys(table))
     out["seeds (diverged)"] = [f"{s} ({d})" if d else f"{s}" for s, d in zip(table["seeds"], table["diverged"])]
     for stage, label in (("init", "at init"), ("trained", "trained")):
         out[f"slope {label}"] = [_mean_sd(m, s, 3) for m, s in
                                  zip(table[f"slope_{stage}_mean"], table[f"slope_{stage}_sd"])]
         out[f"horizon {label}"] = [
-            "–" if not np.isfinite(h) else (("≥" if c else "") + f"{h:.0f}")
-            for h, c in zip(table[f"horizon_{stage}_median"], table[f"horizon_{stage}_censored"])]
+            _horizon(*values) for values in zip(table[f"horizon_{stage}_median"],
+                                                table[f"horizon_{stage}_median_censored"],
+                                                table[f"horizon_{stage}_censored"])]
     return out
 
 
@@ -229,8 +206,10 @@ CAPTIONS = {
     "perplexity": "Final perplexity per grid cell (mean ± sd over seeds; diverged runs counted, not averaged), "
                   "beside the published result where the configuration matches one.",
     "gradient_fits": "Fitted slope of log10 g(k) (decades per step, mean ± sd over seeds) and gradient horizon "
-                     "(median over seeds, steps until g(k)/g(0) < threshold; ≥: censored at the probe's max lag), "
-                     "top layer, hidden state, at initialisation and after training.",
+                     "(median over seeds of the first lag where the median g(k)/g(0) < threshold; a horizon censored "
+                     "at the probe's max lag K counts as ≥ K, so a median involving one is a lower bound, marked ≥; "
+                     "the number of censored seeds in brackets), top layer, hidden state, at initialisation and "
+                     "after training.",
 }
 
 

@@ -1,7 +1,7 @@
 # Validated config, paths and the grid of runs shared by all rule files.
 
 from rnngrad.config import validate_config
-from rnngrad.figures import FIGURES
+from rnngrad.figures import FIGURES, code_files
 from rnngrad.grid import expand_grid, run_path
 from rnngrad.tables import PAPER_TABLES
 
@@ -56,6 +56,12 @@ wildcard_constraints:
 
 def get_figure_tables(wildcards):
     return {table: f"{TABLES_DIR}/{table}.csv" for table in FIGURES[wildcards.figure].tables}
+
+
+def get_figure_code(wildcards):
+    # The figure's category module and the shared figure code: editing one category's
+    # module reruns only its figures (rnngrad.figures.registry).
+    return [package_file(path) for path in code_files(wildcards.figure)]
 
 
 def get_figure_category(wildcards):

@@ -1,6 +1,8 @@
 # Stage 4: figures, tables and the report, from the tidy tables only. A figure's job
-# reads only the tables it draws (rnngrad.figures.FIGURES) and figures.py itself, so
-# editing the plotting code reruns the figure jobs and never a training or probe job.
+# reads only the tables it draws (rnngrad.figures.FIGURES) and the code that draws it:
+# its category's module and the shared ones (rnngrad.figures.code_files). Editing one
+# category's module reruns that category's figures, a shared module all figures (and
+# selection.py the tables too), never a training or probe job.
 
 
 report: "../report/workflow.rst"
@@ -18,7 +20,7 @@ localrules:
 rule plot_figure:
     input:
         unpack(get_figure_tables),
-        code=package_file("figures.py"),
+        code=get_figure_code,
     output:
         png=report(
             f"{FIGURES_DIR}/{{figure}}.png",
@@ -44,7 +46,7 @@ rule make_tables:
     input:
         runs=f"{TABLES_DIR}/runs.csv",
         summary=f"{TABLES_DIR}/gradient_summary.csv",
-        code=package_file("tables.py"),
+        code=[package_file("tables.py"), package_file("selection.py")],
     output:
         **{
             f"{name}_{fmt}": (
