@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from rnngrad import training
+from rnngrad.collect import collect_runs
 from rnngrad.config import validate_config
 from rnngrad.grid import GRID_KEYS, normalise_cell, run_path
 from rnngrad.model import load_checkpoint
@@ -259,7 +260,7 @@ def test_collect_runs_tables(token_dir, tmp_path):
     dirs = [tmp_path / "runs" / run_path(cell) for cell in cells]
     for cell, run_dir in zip(cells, dirs):
         training.train_run(cell, make_training(), token_dir, run_dir)
-    runs, epochs, steps = training.collect_runs(
+    runs, epochs, steps = collect_runs(
         [d / "summary.json" for d in dirs], [d / "epochs.csv" for d in dirs], [d / "metrics.csv" for d in dirs])
     assert runs["run"].tolist() == [run_path(cell) for cell in cells]
     assert list(runs.columns[:len(GRID_KEYS) + 1]) == ["run", *GRID_KEYS]

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from rnngrad.grid import GRID_KEYS, run_columns, run_path
+from rnngrad.grid import GRID_KEYS, run_path
 from rnngrad.io import atomic_path, write_csv, write_json
 from rnngrad.model import RNNModel, build_model, save_checkpoint, spectral_stats
 
@@ -490,37 +490,3 @@ def finalise(trainer: Trainer, summary: dict, partial: Path, run_dir: Path) -> N
     write_json(run_dir / "summary.json", summary)
     shutil.rmtree(partial)
 
-
-# ----------------------------------------------------------------------------- tables
-
-def _with_run_keys(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
-    keys = run_columns(summary)
-    return frame.assign(**keys)[[*keys, *frame.columns]]
-
-
-def collect_runs(summaries, epochs, metrics) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The grid as tidy tables: (runs, epochs, training_steps).
-
-    `summaries`, `epochs`, `metrics`: paths of each run's summary.json, epochs.csv and
-    metrics.csv, in the same run order. Every row carries `run` and the GRID_KEYS.
-    """
-    runs, epoch_frames, step_frames = [], [], []
-    for summary_path, epochs_path, metrics_path in zip(summaries, epochs, metrics, strict=True):
-        summary = json.loads(Path(summary_path).read_text())
-        runs.append({key: json.dumps(value) if isinstance(value, (list, dict)) else value
-                     for key, value in summary.items()})
-        epoch_frames.append(_with_run_keys(pd.read_csv(epochs_path), summary))
-        step_frames.append(_with_run_keys(pd.read_csv(metrics_path), summary))
-    runs = pd.DataFrame(runs)
-    first = ["run", *GRID_KEYS]
-    runs = runs[first + [column for column in runs.columns if column not in first]]
-    return runs, pd.concat(epoch_frames, ignore_index=True), pd.concat(step_frames, ignore_index=True)
-
-
-def write_run_tables(summaries, epochs, metrics, runs_path, epochs_path, steps_path) -> None:
-    runs, epoch_table, steps = collect_runs(summaries, epochs, metrics)
-    write_csv(runs_path, runs)
-    write_csv(epochs_path, epoch_table)
-    write_csv(steps_path, steps)
-    print(f"{len(runs)} runs ({(runs['status'] == 'diverged').sum()} diverged), "
-          f"{len(epoch_table)} epoch rows, {len(steps)} step rows")

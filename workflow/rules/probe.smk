@@ -36,6 +36,7 @@ rule collect_curves:
         summary=run_files("probe/gradient_summary.csv"),
         contributions=run_files("probe/temporal_contributions.csv"),
         jacobians=run_files("probe/jacobian_steps.csv"),
+        code=package_file("collect.py"),
     output:
         curves=f"{RESULTS}/tables/gradient_curves.csv",
         summary=f"{RESULTS}/tables/gradient_summary.csv",

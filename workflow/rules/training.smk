@@ -36,6 +36,7 @@ rule collect_runs:
         summaries=run_files("summary.json"),
         epochs=run_files("epochs.csv"),
         metrics=run_files("metrics.csv"),
+        code=package_file("collect.py"),
     output:
         runs=f"{RESULTS}/tables/runs.csv",
         epochs=f"{RESULTS}/tables/epochs.csv",
