@@ -50,13 +50,15 @@ def make_cell(arch, hidden, layers, bptt, batch):
 def ours(cell, ids, vocab, steps, spectral_every) -> float:
     """Tokens per CPU second of Trainer.run over `steps` steps."""
     settings = validate_config({"training": {
-        "max_tokens": steps * cell["bptt"] * cell["batch_size"], "checkpoints": [1.0], "device": "cpu",
-        "spectral_every": spectral_every, "log_every_s": 1e9, "lr_schedule": "constant"}})["training"]
-    trainer = Trainer(cell, settings, ids, ids[:200], ids[:200], vocab, log=lambda line: None)
+        "max_tokens": steps * cell["bptt"] * cell["batch_size"], "checkpoints": [1.0],
+        "spectral_every": spectral_every, "lr_schedule": "constant"}})["training"]
+    trainer = Trainer(cell, settings, ids, ids[:200], ids[:200], vocab, device="cpu", log=lambda line: None,
+                      log_every_s=1e9)
     trainer.clock = time.process_time
     trainer.run(partial=None)
-    assert trainer.step == steps and trainer.status == "ok"
-    return trainer.tokens / trainer.train_s
+    done = trainer.progress
+    assert done.step == steps and done.status == "ok"
+    return done.tokens / done.train_s
 
 
 def bare(cell, ids, vocab, steps) -> float:
