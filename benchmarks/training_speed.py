@@ -72,14 +72,16 @@ def make_cell(arch, hidden, layers, bptt, batch):
 def ours(cell, ids, vocab, steps, spectral_every, clock=time.process_time) -> tuple[float, int]:
     """(tokens per second of `clock`, spectral computations) of Trainer.run over `steps` steps."""
     settings = validate_config({"training": {
-        "max_tokens": steps * cell["bptt"] * cell["batch_size"], "checkpoints": [1.0], "device": "cpu",
-        "spectral_every": spectral_every, "log_every_s": 1e9, "lr_schedule": "constant"}})["training"]
-    trainer = Trainer(cell, settings, ids, ids[:200], ids[:200], vocab, log=lambda line: None)
+        "max_tokens": steps * cell["bptt"] * cell["batch_size"], "checkpoints": [1.0],
+        "spectral_every": spectral_every, "lr_schedule": "constant"}})["training"]
+    trainer = Trainer(cell, settings, ids, ids[:200], ids[:200], vocab, device="cpu", log=lambda line: None,
+                      log_every_s=1e9)
     trainer.clock = clock
     trainer.run(partial=None)
-    assert trainer.step == steps and trainer.status == "ok"
-    spectral = sum(1 for row in trainer.metrics[1:] if "sigma_max_l0" in row)
-    return trainer.tokens / trainer.train_s, spectral
+    done = trainer.progress
+    assert done.step == steps and done.status == "ok"
+    spectral = sum(1 for row in done.metrics[1:] if "sigma_max_l0" in row)
+    return done.tokens / done.train_s, spectral
 
 
 def bare(cell, ids, vocab, steps, clock=time.process_time) -> float:

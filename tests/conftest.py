@@ -1,8 +1,9 @@
-"""Helpers shared by the test files: one torch thread, Snakemake in a temporary directory."""
+"""Helpers shared by the test files: one torch thread, Snakemake in a temporary directory or a private checkout."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,15 @@ def job_counts(output: str) -> dict[str, int]:
         return {}
     stats = output.split("Job stats:")[-1]
     return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", stats, re.MULTILINE)}
+
+
+def private_checkout(destination: Path) -> Path:
+    """The workflow and package copied, so a test can edit the code without touching the repo.
+
+    The Snakefile puts its own src/ first on the jobs' PYTHONPATH, so jobs import the copy.
+    """
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for part in ("workflow", "config", "envs", "src/rnngrad"):
+        shutil.copytree(ROOT / part, destination / part, ignore=ignore)
+    shutil.copy2(ROOT / "Snakefile", destination / "Snakefile")
+    return destination / "Snakefile"

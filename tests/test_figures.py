@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import math
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from conftest import job_counts, run_snakemake  # noqa: E402
+from conftest import job_counts, private_checkout, run_snakemake  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from rnngrad import figures, selection, tables  # noqa: E402
@@ -525,18 +524,6 @@ def test_latex_escapes_specials():
 
 
 snakemake = run_snakemake
-
-
-def private_checkout(destination: Path) -> Path:
-    """The workflow and package copied, so the test can edit the figure code without touching the repo.
-
-    The Snakefile puts its own src/ first on the jobs' PYTHONPATH, so jobs import the copy.
-    """
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for part in ("workflow", "config", "envs", "src/rnngrad"):
-        shutil.copytree(ROOT / part, destination / part, ignore=ignore)
-    shutil.copy2(ROOT / "Snakefile", destination / "Snakefile")
-    return destination / "Snakefile"
 
 
 @pytest.mark.slow

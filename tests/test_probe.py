@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rnngrad import probe
+from rnngrad import collect, probe
 from rnngrad.grid import GRID_KEYS, normalise_cell, run_path
 from rnngrad.model import ACTIVATION_DERIVATIVE_BOUND, build_model, load_checkpoint, save_checkpoint, spectral_stats
 
@@ -520,7 +520,7 @@ def test_probe_run_and_collect_curves_write_the_tables(tmp_path):
         probe.probe_run(directory, tokens, CONFIG, outputs)
         per_run.append(outputs)
     tables = {name: tmp_path / "tables" / f"{name}.csv" for name in probe.TABLES}
-    probe.collect_curves({name: [o[name] for o in per_run] for name in probe.TABLES}, tables)
+    collect.collect_curves({name: [o[name] for o in per_run] for name in probe.TABLES}, tables)
     frames = {name: pd.read_csv(path) for name, path in tables.items()}
     keys = ["run", *GRID_KEYS]
     expected_columns = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,11 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
-from rnngrad import training
+from rnngrad import probe, training
+from rnngrad.collect import collect_runs
 from rnngrad.config import validate_config
 from rnngrad.grid import GRID_KEYS, normalise_cell, run_path
-from rnngrad.model import load_checkpoint
+from rnngrad.job_keys import result_settings
+from rnngrad.model import DamagedCheckpointError, load_checkpoint
 
 VOCAB = 23
 TIMINGS = ("wall_s", "tokens_per_s")
@@ -49,8 +53,13 @@ def make_cell(**changes):
 
 def make_training(**changes):
     settings = {"max_tokens": 1000, "checkpoints": [0.0, 0.5, 1.0], "spectral_every": 5,
-                "eval_max_tokens": 200, "log_every_s": 0.01, "lr_schedule": "plateau", "device": "cpu"}
+                "eval_max_tokens": 200, "lr_schedule": "plateau"}
     return validate_config({"training": {**settings, **changes}})["training"]
+
+
+def train(cell, settings, token_dir, run_dir, **execution):
+    """train_run on the CPU, logging often (how it runs: never part of the results)."""
+    return training.train_run(cell, settings, token_dir, run_dir, **{"device": "cpu", "log_every_s": 0.01, **execution})
 
 
 def read_outputs(run_dir):
@@ -108,7 +117,7 @@ def test_plateau_and_constant_schedules():
 def test_run_writes_its_outputs(token_dir, tmp_path):
     cell, settings = make_cell(), make_training()
     run_dir = tmp_path / "runs" / run_path(cell)
-    summary = training.train_run(cell, settings, token_dir, run_dir)
+    summary = train(cell, settings, token_dir, run_dir)
     saved, metrics, epochs = read_outputs(run_dir)
     assert saved == json.loads(json.dumps(summary))
     assert not (run_dir / training.PARTIAL_DIR).exists()
@@ -116,6 +125,9 @@ def test_run_writes_its_outputs(token_dir, tmp_path):
     assert summary["status"] == "ok" and summary["steps"] == 2 * steps_per_epoch
     assert summary["tokens_seen"] == 2 * steps_per_epoch * 40
     assert all(summary[key] == cell[key] for key in GRID_KEYS)
+    # How it ran is recorded, though it is no part of the results (nor of the resume fingerprint).
+    assert {key: summary[key] for key in ("device", "threads", "log_every_s", "save_every_s")} == {
+        "device": "cpu", "threads": 1, "log_every_s": 0.01, "save_every_s": training.SAVE_EVERY_S}
     # One row per step plus the initialisation; spectral stats at step 0 and every 5 steps.
     assert metrics["step"].tolist() == list(range(summary["steps"] + 1))
     assert metrics.loc[metrics["sigma_max_l1"].notna(), "step"].tolist() == list(range(0, summary["steps"] + 1, 5))
@@ -135,7 +147,7 @@ def test_run_writes_its_outputs(token_dir, tmp_path):
 
 def test_clipping_is_recorded(token_dir, tmp_path):
     cell = make_cell(arch="rnn_tanh", clip=0.05, epochs=1)
-    training.train_run(cell, make_training(), token_dir, tmp_path / "run")
+    train(cell, make_training(), token_dir, tmp_path / "run")
     summary, metrics, _ = read_outputs(tmp_path / "run")
     steps = metrics.iloc[1:]
     assert (steps["clipped"] == (steps["grad_norm"] > 0.05)).all()
@@ -146,7 +158,7 @@ def test_clipping_is_recorded(token_dir, tmp_path):
 @pytest.mark.parametrize("optimizer,schedule", [("adam", "plateau"), ("sgd", "step")])
 def test_optimizers_and_schedules_train(token_dir, tmp_path, optimizer, schedule):
     cell = make_cell(arch="gru", optimizer=optimizer, lr=0.01 if optimizer == "adam" else 1.0, epochs=3)
-    summary = training.train_run(cell, make_training(lr_schedule=schedule, lr_decay=0.5, decay_start_epoch=2),
+    summary = train(cell, make_training(lr_schedule=schedule, lr_decay=0.5, decay_start_epoch=2),
                                  token_dir, tmp_path / "run")
     _, _, epochs = read_outputs(tmp_path / "run")
     assert summary["status"] == "ok"
@@ -157,7 +169,7 @@ def test_optimizers_and_schedules_train(token_dir, tmp_path, optimizer, schedule
 
 def test_divergence_is_recorded_and_the_job_succeeds(token_dir, tmp_path):
     cell = make_cell(arch="rnn_relu", init_scale=2.0, lr=100.0, clip=None)
-    summary = training.train_run(cell, make_training(), token_dir, tmp_path / "run")
+    summary = train(cell, make_training(), token_dir, tmp_path / "run")
     saved, metrics, _ = read_outputs(tmp_path / "run")
     assert summary["status"] == saved["status"] == "diverged"
     step = summary["diverged_step"]
@@ -175,25 +187,78 @@ def test_divergence_is_recorded_and_the_job_succeeds(token_dir, tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_test_perplexity_reads_the_whole_test_split(token_dir, tmp_path):
+    """Validation reads the first eval_max_tokens tokens; the final test perplexity every test token."""
+    cell = make_cell(arch="gru", epochs=1)
+    summary = train(cell, make_training(eval_max_tokens=100), token_dir, tmp_path / "run")
+    model, _ = load_checkpoint(sorted((tmp_path / "run" / "checkpoints").iterdir())[-1])
+    # Independently: 10 contiguous streams of the test text, read in one pass with a zero start state.
+    test = torch.from_numpy(np.load(token_dir / "test.npy"))
+    streams = test[: len(test) // 10 * 10].view(10, -1).t()
+    with torch.no_grad():
+        logits, _ = model(streams[:-1], model.init_hidden(10))
+    loss = F.cross_entropy(logits.flatten(0, 1), streams[1:].flatten()).item()
+    assert summary["test_tokens"] == streams[1:].numel() == 390
+    assert summary["test_ppl"] == pytest.approx(math.exp(loss), rel=1e-6)
+    assert summary["valid_tokens"] == (101 // 10 - 1) * 10  # eval_max_tokens + 1 ids, in columns of 10
+
+
+def test_a_damaged_checkpoint_names_the_file_and_the_fix(token_dir, tmp_path):
+    cell = make_cell(arch="rnn_tanh", epochs=1)
+    run_dir = tmp_path / "results" / "runs" / run_path(cell)
+    train(cell, make_training(), token_dir, run_dir)
+    damaged = sorted((run_dir / "checkpoints").iterdir())[0]
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a write cut short
+    settings = validate_config({"probe": {"windows": 4, "burn_in": 5, "max_lag": 10, "fit_lags": [1, 5]}})["probe"]
+    outputs = {name: tmp_path / "probe" / f"{name}.csv" for name in probe.TABLES}
+    with pytest.raises(DamagedCheckpointError) as raised:
+        probe.probe_run(run_dir / "checkpoints", token_dir / "valid.npy", result_settings("probe", settings), outputs)
+    message = str(raised.value)
+    assert f"checkpoint {damaged} is damaged" in message
+    assert f"--forcerun {run_dir / 'summary.json'}" in message and f"delete {run_dir} and rerun" in message
+
+
 def test_same_seed_same_numbers_other_seed_other_numbers(token_dir, tmp_path):
     cell = make_cell(arch="rnn_tanh")
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        training.train_run({**cell, "seed": seed}, make_training(), token_dir, tmp_path / name)
+        train({**cell, "seed": seed}, make_training(), token_dir, tmp_path / name)
     assert_same_numbers(read_outputs(tmp_path / "a"), read_outputs(tmp_path / "b"))
     assert read_outputs(tmp_path / "a")[0]["test_ppl"] != read_outputs(tmp_path / "c")[0]["test_ppl"]
 
 
-def test_stale_partial_state_is_not_resumed(token_dir, tmp_path, capsys):
+def test_resume_state_is_read_and_a_stale_one_is_not(token_dir, tmp_path, capsys):
+    """A saved state is applied (weights and progress), unless it belongs to other hyperparameters.
+
+    The saved state is tampered with: weights of another seed and lr 0. A run that reads it
+    keeps exactly those weights (SGD with lr 0); a run that ignored it would train seed 0.
+    """
     cell, settings = make_cell(epochs=1), make_training()
-    run_dir = tmp_path / "run"
-    trainer = training.Trainer(cell, settings, np.load(token_dir / "train.npy"), np.load(token_dir / "valid.npy"),
-                               np.load(token_dir / "test.npy"), VOCAB)
-    (run_dir / training.PARTIAL_DIR).mkdir(parents=True)
-    state = trainer.state_dict()
+    splits = [np.load(token_dir / f"{split}.npy") for split in ("train", "valid", "test")]
+    ours = training.Trainer(cell, settings, *splits, VOCAB)
+    other_seed = training.Trainer({**cell, "seed": 1}, settings, *splits, VOCAB)
+    state = other_seed.state_dict()
+    state["fingerprint"] = training.fingerprint(ours.hparams)
+    state["progress"]["lr"] = 0.0
+    partial = tmp_path / "read" / training.PARTIAL_DIR
+    partial.mkdir(parents=True)
+    training.save_state(partial / training.STATE_FILE, state)
+    train(cell, settings, token_dir, tmp_path / "read")
+    assert "resuming from step 0" in capsys.readouterr().out
+    _, _, epochs = read_outputs(tmp_path / "read")
+    assert epochs["current_lr"].tolist() == [0.0]
+    final, _ = load_checkpoint(sorted((tmp_path / "read" / "checkpoints").iterdir())[-1])
+    for name, weight in final.state_dict().items():
+        assert torch.equal(weight, state["model"][name]), name
+    assert not torch.equal(ours.model.state_dict()["rnn.weight_hh_l0"], state["model"]["rnn.weight_hh_l0"])
+
     state["fingerprint"] = "other hyperparameters"
-    training.save_state(run_dir / training.PARTIAL_DIR / training.STATE_FILE, state)
-    training.train_run(cell, settings, token_dir, run_dir)
+    partial = tmp_path / "stale" / training.PARTIAL_DIR
+    partial.mkdir(parents=True)
+    training.save_state(partial / training.STATE_FILE, state)
+    train(cell, settings, token_dir, tmp_path / "stale")
     assert "resuming" not in capsys.readouterr().out
+    train(cell, settings, token_dir, tmp_path / "fresh")
+    assert_same_numbers(read_outputs(tmp_path / "stale"), read_outputs(tmp_path / "fresh"))
 
 
 # ---------------------------------------------------------------- kill and resume
@@ -202,7 +267,7 @@ def launch(cell, settings, token_dir, run_dir, save_every_s=60.0):
     code = (
         "import json, sys, torch; from rnngrad.training import train_run; "
         "cell, settings, tokens, run, every = json.loads(sys.argv[1]); "
-        "train_run(cell, settings, tokens, run, threads=1, save_every_s=every)"
+        "train_run(cell, settings, tokens, run, threads=1, device='cpu', save_every_s=every)"
     )
     payload = json.dumps([cell, settings, str(token_dir), str(run_dir), save_every_s])
     return subprocess.Popen([sys.executable, "-c", code, payload], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -211,7 +276,7 @@ def launch(cell, settings, token_dir, run_dir, save_every_s=60.0):
 
 def saved_step(state_path):
     try:
-        return torch.load(state_path, weights_only=False)["step"]
+        return torch.load(state_path, weights_only=False)["progress"]["step"]
     except (FileNotFoundError, EOFError, RuntimeError):
         return None
 
@@ -258,8 +323,8 @@ def test_collect_runs_tables(token_dir, tmp_path):
     cells = [make_cell(arch="rnn_tanh", epochs=1), make_cell(arch="gru", epochs=1, seed=1)]
     dirs = [tmp_path / "runs" / run_path(cell) for cell in cells]
     for cell, run_dir in zip(cells, dirs):
-        training.train_run(cell, make_training(), token_dir, run_dir)
-    runs, epochs, steps = training.collect_runs(
+        train(cell, make_training(), token_dir, run_dir)
+    runs, epochs, steps = collect_runs(
         [d / "summary.json" for d in dirs], [d / "epochs.csv" for d in dirs], [d / "metrics.csv" for d in dirs])
     assert runs["run"].tolist() == [run_path(cell) for cell in cells]
     assert list(runs.columns[:len(GRID_KEYS) + 1]) == ["run", *GRID_KEYS]

@@ -9,6 +9,8 @@ loads into plain torch.nn modules. Tensors are sequence-first: (time, batch).
 from __future__ import annotations
 
 import math
+import pickle
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -182,10 +184,35 @@ def save_checkpoint(path, model: RNNModel, hparams: dict, step: int, tokens_seen
         )
 
 
+class DamagedCheckpointError(RuntimeError):
+    """A checkpoint file that exists but cannot be read (truncated or corrupt on disk)."""
+
+
 def load_checkpoint(path, map_location="cpu") -> tuple[RNNModel, dict]:
-    """Rebuild the model of a checkpoint; returns (model, checkpoint dict)."""
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    """Rebuild the model of a checkpoint; returns (model, checkpoint dict).
+
+    A file that cannot be read raises DamagedCheckpointError saying how to recreate it.
+    """
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # not damage: the message of the OSError says what is wrong
+    # Truncation shows up as EOFError (empty), RuntimeError (zip reader) or OSError (bad seek).
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise DamagedCheckpointError(damaged_checkpoint_message(path, error)) from error
     hparams = checkpoint["hparams"]
     model = RNNModel(hparams["arch"], hparams["vocab_size"], hparams["hidden_size"], hparams["num_layers"])
     model.load_state_dict(checkpoint["state_dict"])
     return model, checkpoint
+
+
+def damaged_checkpoint_message(path, error: BaseException) -> str:
+    path = Path(path)
+    reason = f"{type(error).__name__}: {str(error).split('. ')[0]}".rstrip(": ")
+    message = f"checkpoint {path} is damaged (truncated or corrupt on disk) and cannot be read ({reason})."
+    if path.parent.name != "checkpoints":
+        return f"{message} Delete it and rerun the job that wrote it."
+    run_dir = path.parent.parent
+    return (f"{message} Retrain its run, which is deterministic and writes the same checkpoints again: "
+            f"add `--forcerun {run_dir / 'summary.json'}` to your snakemake command, "
+            f"or delete {run_dir} and rerun snakemake.")

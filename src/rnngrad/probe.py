@@ -573,19 +573,3 @@ def probe_run(checkpoint_dir, tokens_path, probe_config: dict, outputs: dict, th
     for name in TABLES:
         write_csv(outputs[name], frames[name])
     return frames
-
-
-def collect_curves(inputs: dict, outputs: dict) -> None:
-    """Concatenate per-run probe CSVs into the four tables.
-
-    inputs: {'curves', 'summary', 'contributions', 'jacobians'} -> list of per-run paths;
-    outputs: the same names -> table path.
-    """
-    for name in TABLES:
-        frames = []
-        for path in inputs[name]:
-            try:
-                frames.append(pd.read_csv(path, keep_default_na=False, na_values=[""]))
-            except pd.errors.EmptyDataError:  # a run whose every checkpoint diverged
-                continue
-        write_csv(outputs[name], pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())

@@ -90,11 +90,9 @@ def train_tokens(cell: dict, training: dict, stats: dict) -> int:
 
 
 def eval_tokens(cell: dict, training: dict, stats: dict) -> int:
-    """Tokens evaluated: validation every epoch, test once."""
-    cap = training.get("eval_max_tokens") or math.inf
-    valid = min(stats["n_tokens"]["valid"], cap)
-    test = min(stats["n_tokens"]["test"], cap)
-    return int(valid * cell["epochs"] + test)
+    """Tokens evaluated: validation (at most eval_max_tokens) every epoch, the whole test split once."""
+    valid = min(stats["n_tokens"]["valid"], training.get("eval_max_tokens") or math.inf)
+    return int(valid * cell["epochs"] + stats["n_tokens"]["test"])
 
 
 def training_seconds(cell: dict, training: dict, stats: dict, threads: int = 1) -> float:

@@ -18,6 +18,7 @@ status 'diverged', the step where it happened and its last finite metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -32,19 +33,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from rnngrad.grid import GRID_KEYS, run_columns, run_path
+from rnngrad.grid import GRID_KEYS, run_path
 from rnngrad.io import atomic_path, write_csv, write_json
+from rnngrad.job_keys import RESULT_KEYS
 from rnngrad.model import RNNModel, build_model, save_checkpoint, spectral_stats
 
 EVAL_BATCH_SIZE = 10
 SAVE_EVERY_S = 60.0
 PARTIAL_DIR = ".partial"
 STATE_FILE = "state.pt"
-# Settings of the `training` config section that change the numbers a run produces.
-TRAINING_KEYS = (
-    "max_tokens", "loss_reduction", "lr_schedule", "lr_decay", "decay_start_epoch", "init_range",
-    "checkpoints", "spectral_every", "eval_max_tokens",
-)
+LOG_EVERY_S = 5.0
 # `current_lr`, not `lr`: tables put these beside the grid keys, whose `lr` is the initial one.
 METRIC_COLUMNS = ("step", "epoch", "tokens", "train_loss", "grad_norm", "clipped", "current_lr", "wall_s")
 EPOCH_COLUMNS = ("epoch", "step", "tokens", "current_lr", "train_loss", "valid_loss", "valid_ppl")
@@ -191,22 +189,55 @@ def load_state(path: Path, expected_fingerprint: str) -> dict | None:
     return state
 
 
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands: with the weights, optimizer, hidden state and RNG states, all a resume needs.
+
+    Saved and restored as one record (`asdict`), so a field added here is resumed too.
+    """
+
+    lr: float
+    epoch: int = 1  # 1-based, the epoch being trained
+    batch: int = 0  # windows of this epoch done
+    step: int = 0
+    tokens: int = 0
+    epoch_loss: float = 0.0  # sum of this epoch's step losses
+    epoch_steps: int = 0
+    best_valid_loss: float | None = None
+    last_valid_loss: float | None = None
+    last_train_loss: float | None = None
+    clipped_steps: int = 0
+    metrics: list[dict] = dataclasses.field(default_factory=list)  # one row per step (metrics.csv)
+    epochs: list[dict] = dataclasses.field(default_factory=list)  # one row per epoch (epochs.csv)
+    train_s: float = 0.0
+    wall_s: float = 0.0
+    status: str = "ok"
+    diverged_step: int | None = None
+    done: bool = False
+
+
 # ----------------------------------------------------------------------------- training
 
 class Trainer:
-    """One run's model, optimizer and bookkeeping; `run()` trains to the end or to divergence."""
+    """One run's model, optimizer and progress; `run()` trains to the end or to divergence.
+
+    `training` holds the result-defining settings (job_keys.RESULT_KEYS['training']; other
+    keys are ignored); how the run executes (device, logging and save cadence) are arguments.
+    """
 
     def __init__(self, cell: dict, training: dict, train_ids: np.ndarray, valid_ids: np.ndarray,
                  test_ids: np.ndarray, vocab_size: int, *, corpus: str = "ptb", level: str = "word",
-                 device: str | torch.device = "cpu", log=print):
+                 device: str | torch.device = "cpu", log=print, log_every_s: float = LOG_EVERY_S,
+                 save_every_s: float = SAVE_EVERY_S):
         self.cell, self.training, self.log = dict(cell), dict(training), log
         self.device = resolve_device(device) if isinstance(device, str) else device
+        self.log_every_s, self.save_every_s = log_every_s, save_every_s
         self.arch, self.bptt, self.batch_size = cell["arch"], cell["bptt"], cell["batch_size"]
         self.clip = cell["clip"]
         self.sum_over_time = training.get("loss_reduction", "mean") == "sum_over_time"
         self.hparams = {
             **{key: cell[key] for key in GRID_KEYS}, "vocab_size": vocab_size, "corpus": corpus,
-            "level": level, **{key: training.get(key) for key in TRAINING_KEYS},
+            "level": level, **{key: training.get(key) for key in RESULT_KEYS["training"]},
         }
         self.train_data = batchify(train_ids, self.batch_size).to(self.device)
         self.valid_data = batchify(valid_ids, EVAL_BATCH_SIZE).to(self.device)
@@ -222,44 +253,27 @@ class Trainer:
         self.params = list(self.model.parameters())
         self.optimizer = make_optimizer(cell["optimizer"], self.params, cell["lr"])
         self.clock = time.perf_counter  # times the steps for tokens_per_s (the benchmark uses CPU time)
-        self.fresh_state()
-
-    # -- progress that a resume must restore
-    def fresh_state(self) -> None:
-        self.lr = float(self.cell["lr"])
-        self.epoch, self.batch, self.step, self.tokens = 1, 0, 0, 0
+        self.progress = Progress(lr=float(cell["lr"]))
         self.hidden = self.model.init_hidden(self.batch_size)
-        self.epoch_loss, self.epoch_steps = 0.0, 0
-        self.best_valid_loss, self.last_valid_loss = None, None
-        self.last_train_loss, self.clipped_steps = None, 0
-        self.metrics, self.epochs = [], []
-        self.train_s, self.wall_s = 0.0, 0.0
-        self.status, self.diverged_step, self.done = "ok", None, False
 
     def state_dict(self) -> dict:
-        names = ("lr", "epoch", "batch", "step", "tokens", "epoch_loss", "epoch_steps", "best_valid_loss",
-                 "last_valid_loss", "last_train_loss", "clipped_steps", "metrics", "epochs", "train_s",
-                 "wall_s", "status", "diverged_step", "done")
         return {
             "fingerprint": fingerprint(self.hparams), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "hidden": self.hidden, "rng": rng_states(),
-            **{name: getattr(self, name) for name in names},
+            "progress": dataclasses.asdict(self.progress),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.hidden = state["hidden"]
-        self.hidden = tuple(h.to(self.device) for h in self.hidden) if isinstance(self.hidden, tuple) \
-            else self.hidden.to(self.device)
+        hidden = state["hidden"]
+        self.hidden = tuple(h.to(self.device) for h in hidden) if isinstance(hidden, tuple) else hidden.to(self.device)
         set_rng_states(state["rng"])
-        for name, value in state.items():
-            if name not in ("fingerprint", "model", "optimizer", "hidden", "rng"):
-                setattr(self, name, value)
-        self.set_lr(self.lr)
+        self.progress = Progress(**state["progress"])
+        self.set_lr(self.progress.lr)
 
     def set_lr(self, lr: float) -> None:
-        self.lr = lr
+        self.progress.lr = lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -292,135 +306,142 @@ class Trainer:
         return row
 
     # -- bookkeeping
-    def progress(self) -> float:
-        return self.step / self.planned_steps
+    def fraction_done(self) -> float:
+        return self.progress.step / self.planned_steps
 
     def save_checkpoint(self, directory: Path, **extra) -> None:
+        p = self.progress
         directory.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(directory / f"step_{self.step:08d}.pt", self.model, self.hparams, self.step, self.tokens,
-                        progress=self.progress(), epoch=self.epoch, **extra)
+        save_checkpoint(directory / f"step_{p.step:08d}.pt", self.model, self.hparams, p.step, p.tokens,
+                        progress=self.fraction_done(), epoch=p.epoch, **extra)
 
-    def run(self, partial: Path | None = None, save_every_s: float = SAVE_EVERY_S) -> None:
+    def run(self, partial: Path | None = None) -> None:
         """Train from the current state to the end (or divergence), saving progress under `partial`."""
-        log_every = self.training.get("log_every_s", 5.0)
+        p = self.progress
         checkpoint_dir = partial / "checkpoints" if partial is not None else None
         session_start = time.perf_counter()
-        wall_offset = self.wall_s
+        wall_offset = p.wall_s
         last_save = last_log = session_start
-        log_tokens, log_time = self.tokens, session_start
+        log_tokens, log_time = p.tokens, session_start
 
         def now_wall():
             return wall_offset + time.perf_counter() - session_start
 
-        def save(force=False):
+        def save():
             nonlocal last_save
             if partial is not None:
-                self.wall_s = now_wall()
+                p.wall_s = now_wall()
                 save_state(partial / STATE_FILE, self.state_dict())
                 last_save = time.perf_counter()
 
-        if self.step == 0 and not self.metrics:
-            self.metrics.append({"step": 0, "epoch": 0, "tokens": 0, "current_lr": self.lr, "wall_s": 0.0,
-                                 **self.spectral_row()})
+        if p.step == 0 and not p.metrics:
+            p.metrics.append({"step": 0, "epoch": 0, "tokens": 0, "current_lr": p.lr, "wall_s": 0.0,
+                              **self.spectral_row()})
             if checkpoint_dir is not None:
                 self.save_checkpoint(checkpoint_dir)
             save()
 
-        while not self.done:
-            if self.batch >= self.steps_per_epoch:
+        while not p.done:
+            if p.batch >= self.steps_per_epoch:
                 self.end_epoch()
-                if checkpoint_dir is not None and self.done and self.step in self.checkpoint_at:
+                if checkpoint_dir is not None and p.done and p.step in self.checkpoint_at:
                     self.save_checkpoint(checkpoint_dir)
                 save()
                 continue
             start = self.clock()
-            inputs, targets = get_batch(self.train_data, self.starts[self.batch], self.bptt)
+            inputs, targets = get_batch(self.train_data, self.starts[p.batch], self.bptt)
             loss, norm = self.train_step(inputs, targets)
-            step, self.batch = self.step + 1, self.batch + 1
+            step, p.batch = p.step + 1, p.batch + 1
             clipped = self.clip is not None and norm > self.clip
-            row = {"step": step, "epoch": self.epoch, "tokens": self.tokens + targets.numel(),
-                   "train_loss": loss, "grad_norm": norm, "clipped": int(clipped), "current_lr": self.lr,
+            row = {"step": step, "epoch": p.epoch, "tokens": p.tokens + targets.numel(),
+                   "train_loss": loss, "grad_norm": norm, "clipped": int(clipped), "current_lr": p.lr,
                    "wall_s": now_wall()}
             if not (math.isfinite(loss) and math.isfinite(norm)):
-                self.metrics.append(row)
+                p.metrics.append(row)
                 self.diverge(step, loss, norm, checkpoint_dir)
                 save()
                 break
-            self.step, self.tokens = step, row["tokens"]
-            self.epoch_loss += loss
-            self.epoch_steps += 1
-            self.last_train_loss = loss
-            self.clipped_steps += int(clipped)
+            p.step, p.tokens = step, row["tokens"]
+            p.epoch_loss += loss
+            p.epoch_steps += 1
+            p.last_train_loss = loss
+            p.clipped_steps += int(clipped)
             if step % self.spectral_every == 0:
                 row.update(self.spectral_row())
-            self.metrics.append(row)
-            self.train_s += self.clock() - start  # training speed: steps and their bookkeeping
+            p.metrics.append(row)
+            p.train_s += self.clock() - start  # training speed: steps and their bookkeeping
             if step in self.checkpoint_at and step != self.planned_steps and checkpoint_dir is not None:
                 self.save_checkpoint(checkpoint_dir)
                 save()
             clock = time.perf_counter()
-            if clock - last_log >= log_every:
-                speed = (self.tokens - log_tokens) / max(clock - log_time, 1e-9)
+            if clock - last_log >= self.log_every_s:
+                speed = (p.tokens - log_tokens) / max(clock - log_time, 1e-9)
                 remaining = (self.planned_steps - step) * self.bptt * self.batch_size / max(speed, 1e-9)
-                self.log(f"epoch {self.epoch}/{self.cell['epochs']} step {step}/{self.planned_steps} "
-                         f"({100 * self.progress():.1f}%) loss {loss:.4f} lr {self.lr:g} "
+                self.log(f"epoch {p.epoch}/{self.cell['epochs']} step {step}/{self.planned_steps} "
+                         f"({100 * self.fraction_done():.1f}%) loss {loss:.4f} lr {p.lr:g} "
                          f"{speed:,.0f} tokens/s ETA {format_seconds(remaining)}")
-                last_log, log_tokens, log_time = clock, self.tokens, clock
-            if clock - last_save >= save_every_s:
+                last_log, log_tokens, log_time = clock, p.tokens, clock
+            if clock - last_save >= self.save_every_s:
                 save()
-        self.wall_s = now_wall()
+        p.wall_s = now_wall()
 
     def end_epoch(self) -> None:
+        p = self.progress
         valid_loss = evaluate(self.model, self.valid_data, self.bptt)
-        improved = self.best_valid_loss is None or valid_loss < self.best_valid_loss
-        train_loss = self.epoch_loss / max(self.epoch_steps, 1)
-        self.epochs.append({"epoch": self.epoch, "step": self.step, "tokens": self.tokens, "current_lr": self.lr,
-                            "train_loss": train_loss, "valid_loss": valid_loss,
-                            "valid_ppl": perplexity(valid_loss)})
-        self.log(f"epoch {self.epoch} done: step {self.step} train loss {train_loss:.4f} "
-                 f"valid ppl {perplexity(valid_loss):.6g} lr {self.lr:g}")
-        self.last_valid_loss = valid_loss
+        improved = p.best_valid_loss is None or valid_loss < p.best_valid_loss
+        train_loss = p.epoch_loss / max(p.epoch_steps, 1)
+        p.epochs.append({"epoch": p.epoch, "step": p.step, "tokens": p.tokens, "current_lr": p.lr,
+                         "train_loss": train_loss, "valid_loss": valid_loss, "valid_ppl": perplexity(valid_loss)})
+        self.log(f"epoch {p.epoch} done: step {p.step} train loss {train_loss:.4f} "
+                 f"valid ppl {perplexity(valid_loss):.6g} lr {p.lr:g}")
+        p.last_valid_loss = valid_loss
         if improved:
-            self.best_valid_loss = valid_loss
-        if self.epoch >= self.cell["epochs"]:
-            self.done = True
+            p.best_valid_loss = valid_loss
+        if p.epoch >= self.cell["epochs"]:
+            p.done = True
             return
-        self.set_lr(next_lr(self.training["lr_schedule"], self.lr, self.epoch, improved,
+        self.set_lr(next_lr(self.training["lr_schedule"], p.lr, p.epoch, improved,
                             self.training["lr_decay"], self.training["decay_start_epoch"]))
-        self.epoch, self.batch = self.epoch + 1, 0
-        self.epoch_loss, self.epoch_steps = 0.0, 0
+        p.epoch, p.batch = p.epoch + 1, 0
+        p.epoch_loss, p.epoch_steps = 0.0, 0
         self.hidden = self.model.init_hidden(self.batch_size)
 
     def diverge(self, step: int, loss: float, norm: float, checkpoint_dir: Path | None) -> None:
         """Stop at the first non-finite loss or gradient norm, keeping the last finite weights."""
-        self.status, self.diverged_step, self.done = "diverged", step, True
+        p = self.progress
+        p.status, p.diverged_step, p.done = "diverged", step, True
         self.log(f"diverged at step {step}: loss {loss}, gradient norm {norm}; stopping")
-        finite = all(torch.isfinite(p).all() for p in self.params)
+        finite = all(torch.isfinite(w).all() for w in self.params)
         if finite:
-            self.last_valid_loss = evaluate(self.model, self.valid_data, self.bptt)
-            if self.best_valid_loss is None or self.last_valid_loss < self.best_valid_loss:
-                self.best_valid_loss = self.last_valid_loss
+            p.last_valid_loss = evaluate(self.model, self.valid_data, self.bptt)
+            if p.best_valid_loss is None or p.last_valid_loss < p.best_valid_loss:
+                p.best_valid_loss = p.last_valid_loss
             if checkpoint_dir is not None:
                 self.save_checkpoint(checkpoint_dir, status="diverged")
 
     def summary(self) -> dict:
+        """Final metrics; test perplexity of the final weights on every token of `test_ids`."""
+        p = self.progress
         test_loss = None
-        if self.status == "ok" or all(torch.isfinite(p).all() for p in self.params):
+        if p.status == "ok" or all(torch.isfinite(w).all() for w in self.params):
             test_loss = evaluate(self.model, self.test_data, self.bptt)
-        epoch_train = self.epoch_loss / self.epoch_steps if self.epoch_steps else self.last_train_loss
+        epoch_train = p.epoch_loss / p.epoch_steps if p.epoch_steps else p.last_train_loss
         return {
-            "run": run_path(self.cell), **self.hparams, "device": str(self.device),
-            "threads": torch.get_num_threads(), "status": self.status, "diverged_step": self.diverged_step,
-            "steps": self.step, "planned_steps": self.planned_steps, "epochs_completed": len(self.epochs),
-            "tokens_seen": self.tokens, "train_loss": finite_or_none(epoch_train),
-            "valid_ppl": perplexity(self.last_valid_loss),
-            "best_valid_ppl": perplexity(self.best_valid_loss), "test_ppl": perplexity(test_loss),
-            "tokens_per_s": self.tokens / self.train_s if self.train_s > 0 else None,
-            "wall_s": self.wall_s, "clipped_fraction": self.clipped_steps / self.step if self.step else 0.0,
+            "run": run_path(self.cell), **self.hparams, "status": p.status, "diverged_step": p.diverged_step,
+            "steps": p.step, "planned_steps": self.planned_steps, "epochs_completed": len(p.epochs),
+            "tokens_seen": p.tokens, "train_loss": finite_or_none(epoch_train),
+            "valid_ppl": perplexity(p.last_valid_loss), "best_valid_ppl": perplexity(p.best_valid_loss),
+            "test_ppl": perplexity(test_loss),
+            "valid_tokens": evaluated_tokens(self.valid_data), "test_tokens": evaluated_tokens(self.test_data),
+            "tokens_per_s": p.tokens / p.train_s if p.train_s > 0 else None,
+            "wall_s": p.wall_s, "clipped_fraction": p.clipped_steps / p.step if p.step else 0.0,
+            # How it ran (not part of the fingerprint; changing them reruns nothing):
+            "device": str(self.device), "threads": torch.get_num_threads(), "log_every_s": self.log_every_s,
+            "save_every_s": self.save_every_s,
         }
 
     def metrics_frame(self) -> pd.DataFrame:
-        frame = pd.DataFrame(self.metrics)
+        frame = pd.DataFrame(self.progress.metrics)
         spectral = [f"{kind}_l{layer}" for layer in range(self.cell["num_layers"])
                     for kind in ("sigma_max", "spectral_radius")]
         frame = frame.reindex(columns=[*METRIC_COLUMNS, *spectral])
@@ -428,7 +449,12 @@ class Trainer:
         return frame
 
     def epochs_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.epochs, columns=list(EPOCH_COLUMNS))
+        return pd.DataFrame(self.progress.epochs, columns=list(EPOCH_COLUMNS))
+
+
+def evaluated_tokens(data: torch.Tensor) -> int:
+    """Tokens whose loss `evaluate` averages: every row but the last is an input, times the columns."""
+    return (len(data) - 1) * data.shape[1]
 
 
 def finite_or_none(value):
@@ -445,36 +471,40 @@ def format_seconds(seconds: float) -> str:
 # ----------------------------------------------------------------------------- one job
 
 def train_run(cell: dict, training: dict, token_dir, run_dir, *, corpus: str = "ptb", level: str = "word",
-              threads: int = 1, save_every_s: float = SAVE_EVERY_S) -> dict:
+              threads: int = 1, device: str = "auto", log_every_s: float = LOG_EVERY_S,
+              save_every_s: float = SAVE_EVERY_S) -> dict:
     """Train one grid cell into `run_dir`; resume from `run_dir/.partial` when it holds this run's progress.
 
-    Writes summary.json, metrics.csv, epochs.csv and checkpoints/step_*.pt only once
-    training has finished (or diverged); returns the summary.
+    `training`: the result-defining settings (see Trainer); `threads`, `device`,
+    `log_every_s` and `save_every_s` say how the job runs and go to the summary only.
+    Validation each epoch reads at most `eval_max_tokens` tokens; the final test
+    perplexity reads the whole test split. Writes summary.json, metrics.csv, epochs.csv
+    and checkpoints/step_*.pt only once training has finished (or diverged); returns the summary.
     """
     torch.set_num_threads(threads)
     token_dir, run_dir = Path(token_dir), Path(run_dir)
     partial = run_dir / PARTIAL_DIR
     stats = json.loads((token_dir / "stats.json").read_text())
-    eval_limit = training.get("eval_max_tokens")
     trainer = Trainer(
-        cell, training, load_split(token_dir, "train"), load_split(token_dir, "valid", eval_limit),
-        load_split(token_dir, "test", eval_limit), stats["vocab_size"], corpus=corpus, level=level,
-        device=training.get("device", "auto"),
+        cell, training, load_split(token_dir, "train"), load_split(token_dir, "valid", training.get("eval_max_tokens")),
+        load_split(token_dir, "test"), stats["vocab_size"], corpus=corpus, level=level, device=device,
+        log_every_s=log_every_s, save_every_s=save_every_s,
     )
     print(f"run {run_path(cell)}: {trainer.planned_steps} steps ({trainer.steps_per_epoch} per epoch), "
           f"checkpoints at steps {trainer.checkpoint_at}, device {trainer.device}, {threads} thread(s)")
     state = load_state(partial / STATE_FILE, fingerprint(trainer.hparams))
     if state is not None:
         trainer.load_state_dict(state)
-        print(f"resuming from step {trainer.step} (epoch {trainer.epoch}) saved in {partial}")
+        print(f"resuming from step {trainer.progress.step} (epoch {trainer.progress.epoch}) saved in {partial}")
     else:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-    trainer.run(partial, save_every_s=save_every_s)
+    trainer.run(partial)
     summary = trainer.summary()
     finalise(trainer, summary, partial, run_dir)
     print(f"finished: status {summary['status']}, valid ppl {summary['valid_ppl']}, test ppl "
-          f"{summary['test_ppl']}, {summary['tokens_per_s'] or 0:,.0f} tokens/s, {summary['wall_s']:.1f} s")
+          f"{summary['test_ppl']} ({summary['test_tokens']} tokens), {summary['tokens_per_s'] or 0:,.0f} tokens/s, "
+          f"{summary['wall_s']:.1f} s")
     return summary
 
 
@@ -489,38 +519,3 @@ def finalise(trainer: Trainer, summary: dict, partial: Path, run_dir: Path) -> N
         os.link(path, checkpoints / path.name)  # a link, so a crash here leaves the partial run intact
     write_json(run_dir / "summary.json", summary)
     shutil.rmtree(partial)
-
-
-# ----------------------------------------------------------------------------- tables
-
-def _with_run_keys(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
-    keys = run_columns(summary)
-    return frame.assign(**keys)[[*keys, *frame.columns]]
-
-
-def collect_runs(summaries, epochs, metrics) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The grid as tidy tables: (runs, epochs, training_steps).
-
-    `summaries`, `epochs`, `metrics`: paths of each run's summary.json, epochs.csv and
-    metrics.csv, in the same run order. Every row carries `run` and the GRID_KEYS.
-    """
-    runs, epoch_frames, step_frames = [], [], []
-    for summary_path, epochs_path, metrics_path in zip(summaries, epochs, metrics, strict=True):
-        summary = json.loads(Path(summary_path).read_text())
-        runs.append({key: json.dumps(value) if isinstance(value, (list, dict)) else value
-                     for key, value in summary.items()})
-        epoch_frames.append(_with_run_keys(pd.read_csv(epochs_path), summary))
-        step_frames.append(_with_run_keys(pd.read_csv(metrics_path), summary))
-    runs = pd.DataFrame(runs)
-    first = ["run", *GRID_KEYS]
-    runs = runs[first + [column for column in runs.columns if column not in first]]
-    return runs, pd.concat(epoch_frames, ignore_index=True), pd.concat(step_frames, ignore_index=True)
-
-
-def write_run_tables(summaries, epochs, metrics, runs_path, epochs_path, steps_path) -> None:
-    runs, epoch_table, steps = collect_runs(summaries, epochs, metrics)
-    write_csv(runs_path, runs)
-    write_csv(epochs_path, epoch_table)
-    write_csv(steps_path, steps)
-    print(f"{len(runs)} runs ({(runs['status'] == 'diverged').sum()} diverged), "
-          f"{len(epoch_table)} epoch rows, {len(steps)} step rows")

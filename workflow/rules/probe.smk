@@ -1,4 +1,7 @@
-# Stage 3: gradient-vs-distance curves at every checkpoint of every run.
+# Stage 3: gradient-vs-distance curves at every checkpoint of every run. As for training,
+# params hold only the result-defining probe keys; probe.threads is `threads:` only.
+
+from rnngrad.job_keys import result_settings
 
 
 localrules:
@@ -25,7 +28,7 @@ rule probe_gradients:
         mem_mb=get_probe_mem_mb,
         runtime=get_probe_runtime,  # the probe runs on the CPU (float64): no GPU
     params:
-        probe=config["probe"],
+        probe=result_settings("probe", config["probe"]),
     script:
         "../scripts/probe_gradients.py"
 
@@ -36,6 +39,7 @@ rule collect_curves:
         summary=run_files("probe/gradient_summary.csv"),
         contributions=run_files("probe/temporal_contributions.csv"),
         jacobians=run_files("probe/jacobian_steps.csv"),
+        code=package_file("collect.py"),
     output:
         curves=f"{RESULTS}/tables/gradient_curves.csv",
         summary=f"{RESULTS}/tables/gradient_summary.csv",

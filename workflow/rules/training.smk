@@ -1,4 +1,9 @@
 # Stage 2: train one language model per grid cell, keeping checkpoints and metrics.
+# Params hold only what defines a run's numbers (rnngrad.job_keys): the script reads how it
+# runs (device, logging cadence) from the config and threads from `threads:`, so changing
+# those reruns nothing. Collection code (collect.py) is not an input of train_model.
+
+from rnngrad.job_keys import result_settings
 
 
 localrules:
@@ -25,8 +30,9 @@ rule train_model:
         gpu=GPUS,
     params:
         cell=get_cell,
-        training=config["training"],
-        corpus=config["corpus"],
+        training=result_settings("training", config["training"]),
+        corpus=CORPUS,
+        level=LEVEL,
     script:
         "../scripts/train_model.py"
 
@@ -36,6 +42,7 @@ rule collect_runs:
         summaries=run_files("summary.json"),
         epochs=run_files("epochs.csv"),
         metrics=run_files("metrics.csv"),
+        code=package_file("collect.py"),
     output:
         runs=f"{RESULTS}/tables/runs.csv",
         epochs=f"{RESULTS}/tables/epochs.csv",

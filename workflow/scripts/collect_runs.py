@@ -1,6 +1,6 @@
 # Gather every run's summary, epochs and per-step metrics into grid-wide tables (rule collect_runs).
+from rnngrad.collect import write_run_tables
 from rnngrad.io import log_to
-from rnngrad.training import write_run_tables
 
 with log_to(snakemake.log[0]):
     write_run_tables(

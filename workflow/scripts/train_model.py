@@ -9,7 +9,12 @@ if snakemake.threads > 1:
 from pathlib import Path  # noqa: E402
 
 from rnngrad.io import log_to  # noqa: E402
+from rnngrad.job_keys import execution_settings  # noqa: E402
 from rnngrad.training import train_run  # noqa: E402
+
+# How the job runs comes from the config, not from params: changing it must not rerun the job.
+# Threads are the rule's `threads:` (the config's, capped by --cores).
+execution = execution_settings("training", snakemake.config["training"])
 
 with log_to(snakemake.log[0]):
     train_run(
@@ -17,7 +22,9 @@ with log_to(snakemake.log[0]):
         snakemake.params.training,
         Path(snakemake.input.train).parent,
         Path(snakemake.output.summary).parent,
-        corpus=snakemake.params.corpus["name"],
-        level=snakemake.params.corpus["level"],
+        corpus=snakemake.params.corpus,
+        level=snakemake.params.level,
         threads=snakemake.threads,
+        device=execution["device"],
+        log_every_s=execution["log_every_s"],
     )

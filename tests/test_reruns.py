@@ -1,0 +1,162 @@
+"""What a change reruns on a finished grid: how a job runs reruns nothing; what defines its results reruns it.
+
+One tiny grid (config/test.yaml, two archs, one init scale) is run to the end once in a
+private checkout; each test then changes one thing and counts the jobs of `snakemake -n`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, job_counts, private_checkout, run_snakemake
+
+from rnngrad.figures import FIGURES
+from rnngrad.grid import expand_grid, run_path
+from rnngrad.job_keys import EXECUTION_KEYS, RESULT_KEYS
+from rnngrad.model import damaged_checkpoint_message
+
+pytestmark = pytest.mark.slow
+
+TRAINING_TABLES = {"runs", "epochs", "training_steps"}
+PROBE_TABLES = {"gradient_curves", "gradient_summary", "temporal_contributions", "jacobian_steps"}
+# Rules that write no file of their own: scheduled whenever anything below them is.
+TARGETS = {"all": 1}
+
+
+def figures_reading(tables: set[str]) -> int:
+    return sum(bool(set(figure.tables) & tables) for figure in FIGURES.values())
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """A finished tiny grid: (snakefile of the private checkout, work dir, its config file's contents)."""
+    root = tmp_path_factory.mktemp("reruns")
+    snakefile = private_checkout(root / "repo")
+    work = root / "work"
+    work.mkdir()
+    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    config["grid"].update(arch=["rnn_tanh", "lstm"], init_scale=[0.5])
+    config["results_dir"] = "results"
+    config["data_dir"] = str(ROOT / "data")  # tokens are deterministic and shared
+    run_snakemake(work, "--configfile", str(write_config(work / "grid.yaml", config)), snakefile=snakefile)
+    return snakefile, work, config
+
+
+def cells(grid) -> list[dict]:
+    """The grid's runs, read from its effective config (the config file merged with config.yaml and defaults)."""
+    effective = yaml.safe_load((grid[1] / "results" / "config.yaml").read_text())
+    return expand_grid(effective["grid"], effective["exclude"])
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def dry_run(grid, *args: str, config: dict | None = None) -> tuple[dict, str]:
+    """(jobs per rule, stdout) of `snakemake -n` on the finished grid, with `config` if given."""
+    snakefile, work, base = grid
+    configfile = write_config(work / "changed.yaml", config if config is not None else base)
+    done = run_snakemake(work, "-n", *args, "--configfile", str(configfile), snakefile=snakefile)
+    jobs = job_counts(done.stdout)
+    jobs.pop("total", None)
+    return jobs, done.stdout
+
+
+def changed(config: dict, section: str, **values) -> dict:
+    config = copy.deepcopy(config)
+    config[section].update(values)
+    return config
+
+
+def scheduled_runs(stdout: str, rule: str) -> set[str]:
+    """The `run` wildcard of every job of `rule` in a dry run's job list."""
+    runs = set()
+    for block in stdout.split("\n\n"):
+        if re.search(rf"^(local)?rule {rule}:", block.strip(), re.MULTILINE):
+            runs |= set(re.findall(r"wildcards: run=(\S+)", block))
+    return runs
+
+
+def test_every_training_and_probe_key_is_classified_once():
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    for section in ("training", "probe"):
+        keys = set(schema["properties"][section]["properties"])
+        result, execution = set(RESULT_KEYS[section]), set(EXECUTION_KEYS[section])
+        assert not result & execution, section
+        assert result | execution == keys, f"{section}: unclassified {keys - result - execution}"
+
+
+def test_a_finished_grid_has_nothing_to_do(grid):
+    assert dry_run(grid)[0] == {}
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("training", "threads", 2), ("training", "log_every_s", 30), ("training", "device", "cpu"),
+    ("probe", "threads", 2),
+])
+def test_how_a_job_runs_reruns_nothing(grid, section, key, value):
+    config = grid[2]
+    assert config[section].get(key) != value
+    # The effective config (results/config.yaml, one second, local) is rewritten to say so.
+    assert dry_run(grid, config=changed(config, section, **{key: value}))[0] == {"write_config": 1, **TARGETS}
+
+
+@pytest.mark.parametrize("key,value", [("max_tokens", 3000), ("checkpoints", [0.0, 0.5, 1.0])])
+def test_result_defining_training_keys_rerun_every_run(grid, key, value):
+    config = grid[2]
+    jobs, _ = dry_run(grid, config=changed(config, "training", **{key: value}))
+    runs = len(cells(grid))
+    assert jobs == {"write_config": 1, "train_model": runs, "probe_gradients": runs, "collect_runs": 1,
+                    "collect_curves": 1, "make_tables": 1, "plot_figure": len(FIGURES), **TARGETS}
+
+
+def test_the_lr_of_one_arch_reruns_that_run_only(grid):
+    config = copy.deepcopy(grid[2])
+    config["grid"]["lr"] = [1.0, 0.5]
+    config["exclude"] = [{"arch": "lstm", "lr": 1.0}, {"arch": "rnn_tanh", "lr": 0.5}]
+    jobs, stdout = dry_run(grid, config=config)
+    assert jobs == {"write_config": 1, "train_model": 1, "probe_gradients": 1, "collect_runs": 1,
+                    "collect_curves": 1, "make_tables": 1, "plot_figure": len(FIGURES), **TARGETS}
+    lstm = [run_path({**cell, "lr": 0.5}) for cell in cells(grid) if cell["arch"] == "lstm"]
+    assert scheduled_runs(stdout, "train_model") == scheduled_runs(stdout, "probe_gradients") == set(lstm)
+
+
+def test_probe_windows_rerun_every_probe_and_no_training(grid):
+    config = grid[2]
+    jobs, _ = dry_run(grid, config=changed(config, "probe", windows=config["probe"]["windows"] + 1))
+    assert jobs == {"write_config": 1, "probe_gradients": len(cells(grid)), "collect_curves": 1,
+                    "make_tables": 1, "plot_figure": figures_reading(PROBE_TABLES), **TARGETS}
+
+
+def test_editing_collection_code_reruns_only_collection_and_what_reads_it(grid):
+    snakefile = grid[0]
+    module = snakefile.parent / "src" / "rnngrad" / "collect.py"
+    original, stat = module.read_text(), module.stat()
+    try:
+        # Newer than every output and a new checksum (a bare touch reruns nothing).
+        module.write_text(original.replace('"""Grid-wide tables', '"""Grid-wide (edited) tables'))
+        os.utime(module, (stat.st_atime, stat.st_mtime + 3600))
+        jobs, _ = dry_run(grid)
+    finally:
+        module.write_text(original)
+        os.utime(module, (stat.st_atime, stat.st_mtime))
+    assert jobs == {"collect_runs": 1, "collect_curves": 1, "make_tables": 1,
+                    "plot_figure": figures_reading(TRAINING_TABLES | PROBE_TABLES), **TARGETS}
+
+
+def test_the_damaged_checkpoint_advice_retrains_exactly_that_run(grid):
+    """The --forcerun target that load_checkpoint's error names reruns that run and what depends on it."""
+    run = run_path(cells(grid)[0])
+    checkpoint = Path("results") / "runs" / run / "checkpoints" / "step_00000000.pt"  # as the probe job sees it
+    message = damaged_checkpoint_message(checkpoint, RuntimeError("failed finding central directory"))
+    target = re.search(r"--forcerun (\S+)`", message).group(1)
+    jobs, stdout = dry_run(grid, "--forcerun", target)
+    assert jobs == {"train_model": 1, "probe_gradients": 1, "collect_runs": 1, "collect_curves": 1,
+                    "make_tables": 1, "plot_figure": len(FIGURES), **TARGETS}
+    assert scheduled_runs(stdout, "train_model") == {run}
