@@ -37,6 +37,12 @@ def result_settings(section: str, values: dict) -> dict:
     return {key: values[key] for key in RESULT_KEYS[section]}
 
 
+def without_execution_keys(config: dict) -> dict:
+    """The config with every execution key left out: what defines the pipeline's results."""
+    return {name: {key: value for key, value in section.items() if key not in EXECUTION_KEYS.get(name, ())}
+            if isinstance(section, dict) else section for name, section in config.items()}
+
+
 def execution_settings(section: str, values: dict) -> dict:
     """The how-it-runs keys of config section `section`."""
     return {key: values[key] for key in EXECUTION_KEYS[section]}

@@ -1,5 +1,8 @@
 # The effective config (schema defaults filled in), written next to the results so that
-# every result says what produced it. Rerun whenever the config changes (params).
+# every result says what produced it. Rewritten when a result-defining key changes (params);
+# execution keys (threads, device, logging) rerun nothing: each run's summary.json records them.
+
+from rnngrad.job_keys import without_execution_keys
 
 
 localrules:
@@ -18,6 +21,6 @@ rule write_config:
         mem_mb=1000,
         runtime=5,
     params:
-        config=config,
+        results=without_execution_keys(config),
     script:
         "../scripts/write_config.py"
