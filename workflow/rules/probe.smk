@@ -27,6 +27,7 @@ rule probe_gradients:
     resources:
         mem_mb=get_probe_mem_mb,
         runtime=get_probe_runtime,  # the probe runs on the CPU (float64): no GPU
+        workflow_cores=workflow.cores,  # how its threads wait (rnngrad.threads); not a rerun trigger
     params:
         probe=result_settings("probe", config["probe"]),
     script:

@@ -28,6 +28,7 @@ rule train_model:
         mem_mb=get_train_mem_mb,
         runtime=get_train_runtime,  # grows with attempt: a timed-out run resumes with more
         gpu=GPUS,
+        workflow_cores=workflow.cores,  # how its threads wait (rnngrad.threads); not a rerun trigger
     params:
         cell=get_cell,
         training=result_settings("training", config["training"]),

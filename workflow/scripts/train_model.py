@@ -1,10 +1,10 @@
 # Train one grid cell (rule train_model); resumes from <run>/.partial after a crash.
 import os
 
-# Threads that wait passively: on a shared or oversubscribed machine, spinning OpenMP
-# threads of a multi-threaded job slow it down several-fold. Set before torch loads.
-if snakemake.threads > 1:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from rnngrad.threads import job_environment
+
+# Before torch loads: OpenMP threads wait passively only where jobs oversubscribe the CPUs.
+os.environ.update(job_environment(snakemake.threads, snakemake.resources.get("workflow_cores")))
 
 from pathlib import Path  # noqa: E402
 
@@ -17,6 +17,7 @@ from rnngrad.training import train_run  # noqa: E402
 execution = execution_settings("training", snakemake.config["training"])
 
 with log_to(snakemake.log[0]):
+    print(f"{snakemake.threads} thread(s), OpenMP waits {os.environ.get('OMP_WAIT_POLICY', 'default').lower()}")
     train_run(
         snakemake.params.cell,
         snakemake.params.training,
