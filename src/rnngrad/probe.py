@@ -629,7 +629,10 @@ def probe_run(checkpoint_dir, tokens_path, probe_config: dict, outputs: dict, th
         raise FileNotFoundError(f"no checkpoints step_*.pt in {checkpoint_dir}")
     for path in paths:
         model, checkpoint = load_checkpoint(path)
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
+        # The weights the model runs with: finite parameters can still give a non-finite
+        # materialised W_hh (orthogonal RNN: base expm(A)) or lambda (LRU: exp(i exp(theta_log))).
+        running = list(model.plain_state_dict().values()) + [w.detach() for w in model.recurrent_weights()]
+        if not all(torch.isfinite(w).all() for w in running):
             print(f"{path.name}: weights are not finite (diverged); not probed", flush=True)
             continue
         result = probe_model(model, windows, probe_config["burn_in"], probe_config["jacobian_windows"])
