@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -482,3 +484,40 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(token_dir, tmp_path, arc
         ours = torch.load(run_dir / "checkpoints" / path.name, weights_only=True)["state_dict"]
         theirs = torch.load(path, weights_only=True)["state_dict"]
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[key], theirs[key]) for key in theirs)
+
+
+# ---------------------------------------------------------------- plain-PyTorch checkpoints (README)
+
+
+def readme_forward() -> dict:
+    """Run the README's plain-PyTorch block for the IndRNN and the LRU; returns its namespace."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    (code,) = [block for block in blocks if "def lru_lm" in block]
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("arch", ["indrnn", "lru"])
+def test_readme_forward_reproduces_the_model_from_a_checkpoint(arch, tmp_path):
+    forward = readme_forward()[f"{arch}_lm"]
+    model = remedy(arch, hidden=8, bound=1.5)
+    if arch == "indrnn":  # leave the feasible set as an optimizer step can: the checkpoint holds the projected u
+        with torch.no_grad():
+            model.rnn.weight_hh_l1[0] = 3.0
+    hparams = {"arch": arch, "vocab_size": VOCAB, "hidden_size": 8, "num_layers": 2, "indrnn_bound": 1.5, "bptt": 10}
+    save_checkpoint(tmp_path / "c.pt", model, hparams, step=0, tokens_seen=0)
+    state_dict = torch.load(tmp_path / "c.pt", weights_only=True)["state_dict"]
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, VOCAB, (15, 3), generator=generator)
+    hidden = torch.rand(2, 3, 8, generator=generator)
+    if arch == "lru":
+        hidden = torch.complex(hidden, torch.rand(2, 3, 8, generator=generator)) - (0.5 + 0.5j)
+    with torch.no_grad():
+        logits, final = model(tokens, hidden)
+        plain_logits, plain_final = forward(state_dict, tokens, hidden)
+    # A loop instead of the scan, one complex matmul instead of real ones: equal to rounding.
+    torch.testing.assert_close(plain_logits, logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(plain_final, final, rtol=1e-5, atol=1e-5)
+    assert logits.std() > 0.1  # not a vacuous comparison
