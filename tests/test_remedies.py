@@ -14,16 +14,22 @@ import signal
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import test_training
 import torch
+from matplotlib.colors import same_color
+from matplotlib.text import Text
+from synthetic_tables import make_tables, write_tables
 from test_probe import assert_bound_holds, random_windows
 from test_training import assert_same_numbers, launch, make_cell, make_training, read_outputs, saved_step
 from torch import nn
 
-from rnngrad import probe, training
+from rnngrad import figures, probe, training
 from rnngrad.config import ConfigError, validate_config
+from rnngrad.figures import style
 from rnngrad.grid import NOT_APPLICABLE, expand_grid
 from rnngrad.model import (
     build_model,
@@ -521,3 +527,33 @@ def test_readme_forward_reproduces_the_model_from_a_checkpoint(arch, tmp_path):
     torch.testing.assert_close(plain_logits, logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(plain_final, final, rtol=1e-5, atol=1e-5)
     assert logits.std() > 0.1  # not a vacuous comparison
+
+
+# ---------------------------------------------------------------- figures
+
+
+# Figures of one arch family by design: the LSTM's cell state, the vanilla RNNs' init scale.
+SINGLE_FAMILY_FIGURES = {"lstm_cell_state", "init_scale_effect"}
+
+
+def test_every_figure_comparing_archs_shows_the_remedies_in_their_colours(tmp_path):
+    paths = write_tables(make_tables(steps=40, max_lag=20), tmp_path)
+    frames = {name: pd.read_csv(path, low_memory=False) for name, path in paths.items()}
+    assert set(frames["runs"]["arch"]) >= set(REMEDIES)
+    assert len(set(style.ARCH_COLOURS.values())) == len(style.ARCH_COLOURS)
+    for name, spec in figures.FIGURES.items():
+        if name in SINGLE_FAMILY_FIGURES:
+            continue
+        with plt.rc_context(style.RC):
+            fig = spec.function(**{table: frames[table] for table in spec.tables})
+        texts = {t.get_text() for t in fig.findobj(Text)}
+        for arch in REMEDIES:  # named: a legend entry, panel title or tick label
+            assert any(re.match(re.escape(style.ARCH_LABELS[arch]) + r"(\W|$)", t) for t in texts), (name, arch)
+        for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
+            for handle, text in zip(legend.legend_handles, legend.texts):
+                arch = next((a for a in REMEDIES if re.match(re.escape(style.ARCH_LABELS[a]) + r"(\W|$)",
+                                                             text.get_text())), None)
+                if arch:  # a line's colour, or a scatter's face
+                    colour = handle.get_color() if hasattr(handle, "get_color") else handle.get_facecolor()[0]
+                    assert same_color(colour, style.ARCH_COLOURS[arch]), (name, arch)
+        plt.close(fig)

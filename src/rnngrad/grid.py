@@ -18,6 +18,8 @@ VANILLA_ARCHS = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn")
 # Recurrences whose Jacobian cannot vanish or explode by construction (README: Remedies after LSTM/GRU).
 REMEDY_ARCHS = ("orthogonal_rnn", "indrnn", "lru")
 ALL_ARCHS = VANILLA_ARCHS + GATED_ARCHS + REMEDY_ARCHS
+# Archs whose top layer obeys Pascanu's bound g(k) <= g(0) (gamma lambda_1)^k (model.recurrent_weights).
+BOUNDED_ARCHS = VANILLA_ARCHS + REMEDY_ARCHS
 # Hyperparameters that only one arch reads: {key: arch}.
 ARCH_KEYS = {"forget_bias": "lstm", "indrnn_bound": "indrnn", "lru_r_min": "lru", "lru_r_max": "lru"}
 NOT_APPLICABLE = "na"
