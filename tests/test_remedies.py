@@ -290,6 +290,8 @@ def test_linear_recurrence_and_its_closed_form_backward_equal_autograd_through_t
     draw = lambda *shape: torch.randn(*shape, generator=generator, dtype=dtype)  # noqa: E731
     lam, inputs, h0 = (draw(5) * 0.7).requires_grad_(True), draw(steps, 3, 5).requires_grad_(True), draw(3, 5)
     h0.requires_grad_(True)
+    unbatched = (lam, inputs[:, 0].detach().requires_grad_(True), h0[0].detach().requires_grad_(True))
+    assert torch.autograd.gradcheck(linear_recurrence, unbatched)
     fused, looped = linear_recurrence(lam, inputs, h0), linear_loop(lam, inputs, h0)
     assert torch.allclose(fused, looped, rtol=1e-12, atol=1e-14)
     weights = draw(steps, 3, 5)

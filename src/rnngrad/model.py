@@ -127,7 +127,7 @@ class LinearRecurrence(torch.autograd.Function):
 
     The forward loop records no autograd graph (one fused multiply-add per step); the
     backward pass is the adjoint recurrence delta_t = g_t + conj(lam) delta_{t+1}, and
-    dL/dlam = sum_t delta_t conj(x_{t-1}) is one reduction instead of one per step.
+    dL/dlam = sum_t delta_t conj(x_{t-1}) is accumulated elementwise and reduced once.
     lam (N,), inputs (T, ..., N), h0 (..., N); complex or real.
     """
 
@@ -145,15 +145,13 @@ class LinearRecurrence(torch.autograd.Function):
     def backward(ctx, grad):
         lam, h0, out = ctx.saved_tensors
         lam_conj, delta = lam.conj(), torch.empty_like(grad)
-        carried = torch.zeros_like(grad[0])
+        carried, products = torch.zeros_like(grad[0]), torch.zeros_like(grad[0])
         for t in range(grad.shape[0] - 1, -1, -1):
             carried = torch.addcmul(grad[t], lam_conj, carried, out=delta[t])
-        grad_lam = grad_h0 = None
-        if ctx.needs_input_grad[0]:
-            previous = torch.cat([h0.unsqueeze(0), out[:-1]])
-            grad_lam = (delta * previous.conj()).sum(dim=tuple(range(grad.dim() - 1)))
-        if ctx.needs_input_grad[2]:
-            grad_h0 = lam_conj * delta[0]
+            # dL/dlam's terms, summed step by step while they are in the cache
+            products.addcmul_(carried, (out[t - 1] if t else h0).conj())
+        grad_lam = products.reshape(-1, products.shape[-1]).sum(0) if ctx.needs_input_grad[0] else None
+        grad_h0 = lam_conj * delta[0] if ctx.needs_input_grad[2] else None
         return grad_lam, delta, grad_h0
 
 
