@@ -329,10 +329,7 @@ class RNNModel(nn.Module):
         state = self.state_dict()
         if self.arch != "orthogonal_rnn":
             return state
-        plain = {}
-        for key in self.state_dict().keys():
-            if ".parametrizations." not in key:
-                plain[key] = state[key]
+        plain = {key: value for key, value in state.items() if ".parametrizations." not in key}
         for layer in range(self.num_layers):
             plain[f"rnn.weight_hh_l{layer}"] = getattr(self.rnn, f"weight_hh_l{layer}").detach().clone()
         order = [f"rnn.{name}" for name in nn.RNN(1, 1, self.num_layers).state_dict()]
