@@ -3,6 +3,7 @@
     python benchmarks/training_speed.py                 # PTB-small word size and char size
     python benchmarks/training_speed.py --threads 2 --repeats 5
     python benchmarks/training_speed.py --wall          # wall clock, 1 and 2 threads, job environment
+    python benchmarks/training_speed.py --remedies      # orthogonal RNN, IndRNN, LRU against nn.RNN; LRU recurrence
 
 "ours" is rnngrad.training.Trainer.run (forward, backward, clipping, SGD, per-step
 metrics, divergence check, spectral stats of W_hh every `--spectral-every` steps);
@@ -28,6 +29,14 @@ a smaller machine. The bare loop always runs in the plain environment (what a us
 own loop gets). Goal: ours(job)/bare(plain) >= 0.95 for a job alone; with concurrent
 jobs, the summed tokens/s of every job. `--envs` adds environments to compare (e.g.
 `passive` = OMP_WAIT_POLICY=PASSIVE for every multi-thread job, the old behaviour).
+
+`--remedies` times our training loop (CPU time, as the default table) for the later
+remedies (orthogonal RNN, IndRNN, LRU) against the tanh nn.RNN of the same size, all in
+one run, alternating, median over `--repeats`. Then the LRU's linear recurrence: a
+training step with rnngrad.model.linear_recurrence (what training uses: no autograd graph
+per step, the backward pass in closed form) against the same step with autograd through
+a Python loop over time steps (linear_loop), and the recurrence alone (forward + backward
+of x_t = lambda x_{t-1} + b_t, batch 20, N = 200, complex64) at several sequence lengths.
 """
 
 from __future__ import annotations
@@ -45,8 +54,8 @@ import torch
 import torch.nn.functional as F
 
 from rnngrad.config import validate_config
-from rnngrad.grid import ALL_ARCHS, normalise_cell
-from rnngrad.model import build_model
+from rnngrad.grid import ALL_ARCHS, REMEDY_ARCHS, normalise_cell
+from rnngrad.model import build_model, linear_loop, linear_recurrence
 from rnngrad.threads import available_cpus, job_environment
 from rnngrad.training import Trainer, batch_starts, batchify, detach, get_batch
 
@@ -65,8 +74,8 @@ ENVIRONMENTS = {
 
 def make_cell(arch, hidden, layers, bptt, batch):
     return normalise_cell(dict(arch=arch, hidden_size=hidden, num_layers=layers, init="orthogonal", init_scale=1.0,
-                               forget_bias=1.0, lr=0.5, optimizer="sgd", clip=5.0, bptt=bptt, batch_size=batch,
-                               epochs=1, seed=0))
+                               forget_bias=1.0, indrnn_bound=2.0, lru_r_min=0.0, lru_r_max=0.99, lr=0.5,
+                               optimizer="sgd", clip=5.0, bptt=bptt, batch_size=batch, epochs=1, seed=0))
 
 
 def ours(cell, ids, vocab, steps, spectral_every, clock=time.process_time) -> tuple[float, int]:
@@ -84,9 +93,14 @@ def ours(cell, ids, vocab, steps, spectral_every, clock=time.process_time) -> tu
     return done.tokens / done.train_s, spectral
 
 
-def bare(cell, ids, vocab, steps, clock=time.process_time) -> float:
-    """Tokens per second of `clock` of a plain loop around the same modules and weights."""
+def bare(cell, ids, vocab, steps, clock=time.process_time, *, recurrence=None) -> float:
+    """Tokens per second of `clock` of a plain loop around the same modules and weights.
+
+    `recurrence` replaces the LRU's (linear_recurrence or linear_loop).
+    """
     model = build_model(**cell, vocab_size=vocab)
+    if recurrence is not None:
+        model.rnn.recurrence = recurrence
     embedding, rnn, decoder = model.embedding, model.rnn, model.decoder
     params = list(model.parameters())
     optimizer = torch.optim.SGD(params, lr=cell["lr"])
@@ -174,6 +188,61 @@ def wall(args) -> None:
                           flush=True)
 
 
+def recurrence_seconds(recurrence, steps: int, size: int, repeats: int, batch: int = 20) -> float:
+    """Median CPU seconds of forward + backward of x_t = lambda x_{t-1} + b_t over `steps` steps."""
+    generator = torch.Generator().manual_seed(0)
+    lam = torch.polar(torch.rand(size, generator=generator) * 0.99, torch.rand(size, generator=generator) * 6.28)
+    lam.requires_grad_(True)
+    inputs = torch.randn(steps, batch, size, dtype=torch.complex64, generator=generator).requires_grad_(True)
+    h0 = torch.zeros(batch, size, dtype=torch.complex64)
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        start = time.process_time()
+        recurrence(lam, inputs, h0).abs().sum().backward()
+        times.append(time.process_time() - start)
+    return statistics.median(times[1:])
+
+
+def remedies(args) -> None:
+    """The remedies against nn.RNN of the same size, and the LRU's recurrence against a step loop."""
+    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}, CPU time; "
+          f"ours = rnngrad's training loop, spectral stats every {args.spectral_every} steps")
+    print(f"{'size':<10} {'arch':<15} {'tok/s':>9} {'/ nn.RNN':>8}")
+    for size in args.sizes:
+        ids, vocab, shape = corpus(size)
+        cells = {arch: make_cell(arch, shape["hidden"], shape["layers"], shape["bptt"], shape["batch"])
+                 for arch in ("rnn_tanh", *REMEDY_ARCHS)}
+        runs = {arch: [] for arch in cells}
+        for cell in cells.values():
+            ours(cell, ids, vocab, 2, args.spectral_every)  # warm up
+        for _ in range(args.repeats):  # alternate, so that a busy moment hits every arch alike
+            for arch, cell in cells.items():
+                runs[arch].append(ours(cell, ids, vocab, shape["steps"], args.spectral_every)[0])
+        speed = {arch: statistics.median(values) for arch, values in runs.items()}
+        for arch in cells:
+            label = "nn.RNN (tanh)" if arch == "rnn_tanh" else arch
+            print(f"{size:<10} {label:<15} {speed[arch]:>9,.0f} {speed[arch] / speed['rnn_tanh']:>8.3f}", flush=True)
+    print("\nLRU training step (plain loop, same modules): linear_recurrence against autograd through a step loop")
+    print(f"{'size':<10} {'ours tok/s':>10} {'loop tok/s':>10} {'ours/loop':>9}")
+    for size in args.sizes:
+        ids, vocab, shape = corpus(size)
+        cell = make_cell("lru", shape["hidden"], shape["layers"], shape["bptt"], shape["batch"])
+        runs = {"ours": [], "loop": []}
+        for recurrence in (linear_recurrence, linear_loop):  # warm up
+            bare(cell, ids, vocab, 2, recurrence=recurrence)
+        for _ in range(args.repeats):
+            runs["ours"].append(bare(cell, ids, vocab, shape["steps"], recurrence=linear_recurrence))
+            runs["loop"].append(bare(cell, ids, vocab, shape["steps"], recurrence=linear_loop))
+        fast, loop = statistics.median(runs["ours"]), statistics.median(runs["loop"])
+        print(f"{size:<10} {fast:>10,.0f} {loop:>10,.0f} {fast / loop:>9.2f}", flush=True)
+    print("\nThe recurrence alone (forward + backward, batch 20, N = 200, complex64): CPU ms")
+    print(f"{'steps':>6} {'ours ms':>9} {'loop ms':>9} {'loop/ours':>9}")
+    for steps in (35, 100, 500, 1000):
+        fast = recurrence_seconds(linear_recurrence, steps, 200, args.repeats)
+        loop = recurrence_seconds(linear_loop, steps, 200, args.repeats)
+        print(f"{steps:>6} {1e3 * fast:>9.2f} {1e3 * loop:>9.2f} {loop / fast:>9.2f}", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, nargs="+", default=None, help="default: 1 (CPU time), 1 2 (--wall)")
@@ -182,6 +251,8 @@ def main(argv=None):
     parser.add_argument("--archs", nargs="+", default=None, help="default: every arch (CPU time), lstm (--wall)")
     parser.add_argument("--sizes", nargs="+", default=None, choices=list(SIZES))
     parser.add_argument("--wall", action="store_true", help="wall clock, in the job's environment")
+    parser.add_argument("--remedies", action="store_true",
+                        help="orthogonal RNN, IndRNN, LRU against nn.RNN of the same size; the LRU's recurrence")
     parser.add_argument("--cores", type=int, default=8, help="--wall: the `snakemake --cores` to emulate")
     parser.add_argument("--envs", nargs="+", default=["plain"], help=f"any of {list(ENVIRONMENTS)} or NAME:VAR=VALUE")
     parser.add_argument("--worker", choices=["ours", "bare"], help=argparse.SUPPRESS)
@@ -201,6 +272,8 @@ def main(argv=None):
     args.threads = (args.threads or [1])[0]
     args.archs, args.sizes = args.archs or list(ALL_ARCHS), args.sizes or ["ptb-small", "char"]
     torch.set_num_threads(args.threads)
+    if args.remedies:
+        return remedies(args)
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}, "
           f"spectral stats every {args.spectral_every} steps")
     print(f"{'size':<10} {'arch':<12} {'bare tok/s':>11} {'ours tok/s':>11} {'ratio':>6} "

@@ -4,7 +4,9 @@ The values follow the physics the probe measures (issue 4): at initialisation th
 fitted slope of log10 g(k) tracks log10(gamma * lambda_1) of W_hh, after training the
 vanilla RNNs decay far faster than the LSTM and GRU, and curves below `floor` are
 censored (NaN with n_censored = n) as the probe reports underflow. Diverged runs stop
-early, with NaN perplexities and an infinite last gradient norm.
+early, with NaN perplexities and an infinite last gradient norm. The remedies (orthogonal
+RNN, IndRNN, LRU) have no init scale: lambda_1 is their constraint's (1, bound^(1/bptt),
+r_max), fixed during training, and their curves decay slowly under their bound.
 """
 
 from __future__ import annotations
@@ -17,19 +19,27 @@ import pandas as pd
 from rnngrad.grid import GATED_ARCHS, GRID_KEYS, expand_grid, run_path
 
 GAMMA = {"rnn_tanh": 1.0, "rnn_sigmoid": 0.25, "rnn_relu": 1.0, "irnn": 1.0}
+# lambda_1 of the remedies (gamma = 1): orthogonal, IndRNN 2^(1/20) at bptt 20, LRU r_max.
+REMEDY_SIGMA = {"orthogonal_rnn": 1.0, "indrnn": 2.0 ** (1 / 20), "lru": 0.99}
 # Slope offset below the bound at initialisation, and slope after training (log10 per step).
-INIT_OFFSET = {"rnn_tanh": -0.12, "rnn_sigmoid": -0.05, "rnn_relu": -0.08, "irnn": -0.03}
+INIT_OFFSET = {"rnn_tanh": -0.12, "rnn_sigmoid": -0.05, "rnn_relu": -0.08, "irnn": -0.03,
+               "orthogonal_rnn": -0.06, "indrnn": -0.04, "lru": -0.02}
 GATED_INIT = {"gru": -0.21}
-TRAINED = {"rnn_tanh": -0.5, "rnn_sigmoid": -1.2, "rnn_relu": -0.4, "irnn": -0.3, "lstm": -0.03, "gru": -0.05}
-PPL = {"rnn_tanh": 210, "rnn_sigmoid": 400, "rnn_relu": 230, "irnn": 220, "lstm": 150, "gru": 160}
+TRAINED = {"rnn_tanh": -0.5, "rnn_sigmoid": -1.2, "rnn_relu": -0.4, "irnn": -0.3, "lstm": -0.03, "gru": -0.05,
+           "orthogonal_rnn": -0.12, "indrnn": -0.08, "lru": -0.02}
+PPL = {"rnn_tanh": 210, "rnn_sigmoid": 400, "rnn_relu": 230, "irnn": 220, "lstm": 150, "gru": 160,
+       "orthogonal_rnn": 200, "indrnn": 190, "lru": 140}
 
 DEFAULT_GRID = {
-    "arch": ["rnn_tanh", "rnn_sigmoid", "lstm", "gru"],
+    "arch": ["rnn_tanh", "rnn_sigmoid", "lstm", "gru", "orthogonal_rnn", "indrnn", "lru"],
     "hidden_size": [32, 64],
     "num_layers": [1],
     "init": ["orthogonal"],
     "init_scale": [0.5, 1.0, 1.5],
     "forget_bias": [0.0, 1.0],
+    "indrnn_bound": [2.0],
+    "lru_r_min": [0.0],
+    "lru_r_max": [0.99],
     "lr": [1.0],
     "optimizer": ["sgd"],
     "clip": [5.0, None],
@@ -45,13 +55,18 @@ def _diverges(cell: dict) -> bool:
     return cell["arch"] in GAMMA and cell["init_scale"] >= 1.5 and cell["clip"] is None
 
 
+def _scale(cell: dict) -> float:
+    """lambda_1 at initialisation: the init scale, or a remedy's constraint."""
+    return REMEDY_SIGMA.get(cell["arch"]) or cell["init_scale"]
+
+
 def _init_slope(cell: dict, sigma: float) -> float:
     arch = cell["arch"]
     if arch == "lstm":
         return -0.09 if float(cell["forget_bias"]) >= 1 else -0.22
     if arch in GATED_INIT:
         return GATED_INIT[arch]
-    return math.log10(GAMMA[arch] * sigma) + INIT_OFFSET[arch]
+    return math.log10(GAMMA.get(arch, 1.0) * sigma) + INIT_OFFSET[arch]
 
 
 def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
@@ -68,13 +83,15 @@ def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
         keys = {"run": run, **cell}
         arch = cell["arch"]
         vanilla = arch in GAMMA
+        bounded = vanilla or arch in REMEDY_SIGMA  # Pascanu's bound applies
+        scale = _scale(cell)
         diverged = diverge(cell)
         diverged_step = int(0.6 * steps) if diverged else None
         last_step = diverged_step - 1 if diverged else steps
         seed_noise = rng.normal(0, 0.01)
 
         # Training: per-step metrics and per-epoch validation.
-        grad = np.exp(rng.normal(0.5, 0.4, steps)) * (1 + cell["init_scale"])
+        grad = np.exp(rng.normal(0.5, 0.4, steps)) * (1 + scale)
         if diverged:
             grad = grad * np.exp(np.linspace(0, 30, steps))
             grad[diverged_step - 1:] = np.inf
@@ -87,10 +104,11 @@ def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
                    "wall_s": 0.01 * step}
             for layer in range(cell["num_layers"]):
                 spectral = step % 5 == 0
-                row[f"sigma_max_l{layer}"] = cell["init_scale"] * (1 + 0.3 * step / steps) if spectral else np.nan
-                row[f"spectral_radius_l{layer}"] = cell["init_scale"] * (1 + 0.2 * step / steps) if spectral else np.nan
+                growth = 0.0 if arch in REMEDY_SIGMA else step / steps  # the remedies' constraint holds
+                row[f"sigma_max_l{layer}"] = scale * (1 + 0.3 * growth) if spectral else np.nan
+                row[f"spectral_radius_l{layer}"] = scale * (1 + 0.2 * growth) if spectral else np.nan
             rows["training_steps"].append(row)
-        final_ppl = PPL[arch] * (1 + 0.2 * abs(math.log(cell["init_scale"]))) * (1 + rng.normal(0, 0.02))
+        final_ppl = PPL[arch] * (1 + 0.2 * abs(math.log(scale))) * (1 + rng.normal(0, 0.02))
         for epoch in range(1, cell["epochs"] + 1):
             failed = diverged and epoch * steps / cell["epochs"] > diverged_step
             valid = np.nan if failed else final_ppl * (1 + 0.8 / epoch)
@@ -115,12 +133,12 @@ def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
             if diverged and step >= diverged_step:
                 continue
             for layer in range(cell["num_layers"]):
-                sigma = cell["init_scale"] * (1 + 0.3 * progress)
-                init = _init_slope(cell, cell["init_scale"])
+                sigma = scale * (1 + 0.3 * (0.0 if arch in REMEDY_SIGMA else progress))
+                init = _init_slope(cell, scale)
                 slope = init + progress * (TRAINED[arch] - init) + seed_noise
-                gamma = GAMMA.get(arch)
-                bound_rate = math.log10(gamma * sigma) if vanilla else np.nan
-                if vanilla:  # the bound holds: measured slope never exceeds it
+                gamma = GAMMA.get(arch, 1.0 if bounded else None)
+                bound_rate = math.log10(gamma * sigma) if bounded else np.nan
+                if bounded:  # the bound holds: measured slope never exceeds it
                     slope = min(slope, bound_rate - 0.01)
                 states = ["h", "x", "jacobian"] + (["c"] if arch == "lstm" else [])
                 for state in states:
@@ -150,7 +168,7 @@ def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
                         "progress": progress, "layer": layer, "state": state, "slope": s, "slope_se": 0.003,
                         "fit_first": fit_lags[0], "fit_last": fit_lags[1], "horizon": horizon,
                         "horizon_censored": not below.size, "sigma_max": sigma, "spectral_radius": 0.9 * sigma,
-                        "gamma": gamma if vanilla else np.nan, "bound_rate": bound_rate,
+                        "gamma": gamma if bounded else np.nan, "bound_rate": bound_rate,
                     })
                 shares = 10.0 ** (slope * lags)
                 shares = shares / shares.sum()
@@ -159,12 +177,12 @@ def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
                         **keys, "step": step, "progress": progress, "layer": layer, "lag": int(k),
                         "log10_median": math.log10(shares[k]) - 1 if shares[k] > 0 else np.nan,
                         "share_median": shares[k]})
-                per_step = (gamma if vanilla else 1.0) * sigma
+                per_step = (gamma if bounded else 1.0) * sigma
                 rows["jacobian_steps"].append({
                     **keys, "step": step, "progress": progress, "layer": layer,
                     "q05": 0.3 * per_step, "q25": 0.5 * per_step, "median": 0.6 * per_step,
                     "q75": 0.7 * per_step, "q95": 0.8 * per_step, "max": 0.9 * per_step,
-                    "bound": per_step if vanilla else np.nan})
+                    "bound": per_step if bounded else np.nan})
     return {name: pd.DataFrame(table) for name, table in rows.items()}
 
 

@@ -5,7 +5,7 @@ CPU's in the last bits, and training amplifies that every step. Stated tolerance
 (TF32 off for the comparison), relative to the CPU run:
 - smooth activations (tanh, sigmoid, LSTM, GRU): every step's training loss, gradient
   norm and sigma_max, and the final validation and test perplexities, within 1e-3;
-- ReLU and IRNN: every column within 1e-3 over the first half of training. After it, a
+- ReLU, IRNN and IndRNN: every column within 1e-3 over the first half of training. After it, a
   unit's kink turns last-bit differences into different gates: the training loss and
   the final perplexities within 5e-2; the gradient norm is not compared there. Measured
   on an H200 (torch 2.11): ReLU 0.09% (loss), 0.6% (valid ppl); IRNN, whose gradient
@@ -24,9 +24,9 @@ from rnngrad.model import load_checkpoint
 from rnngrad.training import train_run
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-ARCHS = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn", "lstm", "gru")
+ARCHS = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn", "lstm", "gru", "orthogonal_rnn", "indrnn", "lru")
 TIGHT, LOOSE = 1e-3, 5e-2
-KINKED = ("rnn_relu", "irnn")
+KINKED = ("rnn_relu", "irnn", "indrnn")
 VOCAB = 30
 
 
@@ -55,7 +55,8 @@ def no_tf32():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_cuda_training_matches_cpu(arch, token_dir, tmp_path):
     cell = normalise_cell({"arch": arch, "hidden_size": 32, "num_layers": 2, "init": "orthogonal", "init_scale": 1.0,
-                           "forget_bias": 1.0, "lr": 0.5, "optimizer": "sgd", "clip": 5.0, "bptt": 20,
+                           "forget_bias": 1.0, "indrnn_bound": 2.0, "lru_r_min": 0.0, "lru_r_max": 0.99,
+                           "lr": 0.5, "optimizer": "sgd", "clip": 5.0, "bptt": 20,
                            "batch_size": 10, "epochs": 1, "seed": 0})
     training = {"max_tokens": 8_000, "loss_reduction": "mean", "lr_schedule": "constant", "lr_decay": 4.0,
                 "decay_start_epoch": 1, "init_range": None, "checkpoints": [0.0, 1.0], "spectral_every": 10,

@@ -106,9 +106,16 @@ def _check_semantics(config: dict) -> None:
             "give a url or path for each of train, valid and test (only 'ptb' is built in)"
         )
     try:
-        expand_grid(config["grid"], config["exclude"])
+        cells = expand_grid(config["grid"], config["exclude"])
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    for cell in cells:
+        if cell["arch"] == "lru" and not cell["lru_r_min"] < cell["lru_r_max"]:
+            raise ConfigError(
+                f"config key grid.lru_r_min: {cell['lru_r_min']} is not below grid.lru_r_max {cell['lru_r_max']}; "
+                "the LRU's eigenvalues start on the ring lru_r_min <= |lambda| <= lru_r_max "
+                "(exclude such pairs with `exclude:`)"
+            )
     first, last = config["probe"]["fit_lags"]
     if not first < last <= config["probe"]["max_lag"]:
         raise ConfigError(

@@ -11,11 +11,17 @@ import itertools
 # Order of the keys in run paths and tables.
 GRID_KEYS = (
     "arch", "hidden_size", "num_layers", "init", "init_scale", "forget_bias",
-    "lr", "optimizer", "clip", "bptt", "batch_size", "epochs", "seed",
+    "indrnn_bound", "lru_r_min", "lru_r_max", "lr", "optimizer", "clip", "bptt", "batch_size", "epochs", "seed",
 )
 GATED_ARCHS = ("lstm", "gru")
 VANILLA_ARCHS = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn")
-ALL_ARCHS = VANILLA_ARCHS + GATED_ARCHS
+# Recurrences whose Jacobian cannot vanish or explode by construction (README: Remedies after LSTM/GRU).
+REMEDY_ARCHS = ("orthogonal_rnn", "indrnn", "lru")
+ALL_ARCHS = VANILLA_ARCHS + GATED_ARCHS + REMEDY_ARCHS
+# Archs whose top layer obeys Pascanu's bound g(k) <= g(0) (gamma lambda_1)^k (model.recurrent_weights).
+BOUNDED_ARCHS = VANILLA_ARCHS + REMEDY_ARCHS
+# Hyperparameters that only one arch reads: {key: arch}.
+ARCH_KEYS = {"forget_bias": "lstm", "indrnn_bound": "indrnn", "lru_r_min": "lru", "lru_r_max": "lru"}
 NOT_APPLICABLE = "na"
 # Gate blocks stacked in each layer's weight_hh, in torch's order (here, not in model.py,
 # so that sizing jobs from the grid does not import torch).
@@ -23,20 +29,29 @@ GATES = {
     "rnn_tanh": ("h",), "rnn_sigmoid": ("h",), "rnn_relu": ("h",), "irnn": ("h",),
     "lstm": ("i", "f", "g", "o"),
     "gru": ("r", "z", "n"),
+    # One recurrent block each: orthogonal W_hh, diag(u), diag(lambda) (model.py).
+    "orthogonal_rnn": ("h",), "indrnn": ("h",), "lru": ("h",),
 }
 
 
 def normalise_cell(cell: dict) -> dict:
     """Fix hyperparameters an arch ignores, so equivalent cells coincide.
 
-    The forget-gate bias only exists in the LSTM; the IRNN is by definition
-    identity-initialised.
+    The forget-gate bias only exists in the LSTM, the IndRNN bound and the LRU ring radii
+    only in their archs (ARCH_KEYS); the IRNN is by definition identity-initialised, the
+    orthogonal RNN's W_hh is orthogonal at every step (no scale), and the IndRNN and LRU
+    initialise their diagonal recurrences by their papers' recipes (no W_hh init).
     """
     cell = dict(cell)
-    if cell["arch"] != "lstm":
-        cell["forget_bias"] = NOT_APPLICABLE
+    for key, arch in ARCH_KEYS.items():
+        if cell["arch"] != arch:
+            cell[key] = NOT_APPLICABLE
     if cell["arch"] == "irnn":
         cell["init"] = "identity"
+    if cell["arch"] == "orthogonal_rnn":
+        cell["init"], cell["init_scale"] = "orthogonal", NOT_APPLICABLE
+    if cell["arch"] in ("indrnn", "lru"):
+        cell["init"] = cell["init_scale"] = NOT_APPLICABLE
     return cell
 
 

@@ -33,6 +33,15 @@ Definition (the README and the report repeat it):
   holds window by window for a single-layer vanilla RNN and for the TOP layer of a
   stack; a lower layer's h_{T-k} also reaches L_T through the layers above at later
   steps, so the bound does not apply to it.
+- The remedies (README: Remedies after LSTM/GRU). orthogonal_rnn: a tanh RNN, its
+  materialised W_hh read as weight_hh. indrnn: the recurrent pre-activation is u * h_{t-1}
+  (elementwise; `e` probes it), the per-step Jacobian diag(relu'(a_t) u). lru: the state
+  `h` is the complex recurrent state x_t, a real 2N vector (Re, Im) for every norm;
+  complex128 inside the cell; `e` is added to lambda * x_{t-1}; the per-step Jacobian of
+  the state, diag(lambda) as a real 2N x 2N matrix, does not depend on the input, so a
+  one-layer LRU's dL_T/dx_{T-k} is exactly conj(lambda)^k dL_T/dx_T per unit. For the
+  diagonal recurrences (indrnn, lru) the part of dL_T/du (dL_T/dlambda) from step T-k is
+  the elementwise product (dL_T/de_{T-k}) * h_{T-k-1}: its norm is the contribution.
 - Censoring: a norm that underflows float64 (== 0) has log10 = -inf; an overflow or a
   NaN has log10 = +inf. Both are censored: counted in `n_censored`, left out of means;
   quantiles sort them as -inf / +inf, and a quantile that falls on a censored value is
@@ -52,11 +61,14 @@ import torch.nn.functional as F
 
 from rnngrad.grid import GRID_KEYS, run_columns
 from rnngrad.io import write_csv
-from rnngrad.model import ACTIVATION_DERIVATIVE_BOUND, GATES, load_checkpoint, spectral_stats
+from rnngrad.model import ACTIVATION_DERIVATIVE_BOUND, GATES, LRU_PARAMETERS, load_checkpoint, spectral_stats
 
 # Activation of the vanilla cells; tests may swap in a linear one (closed forms).
-ACTIVATIONS = {"rnn_tanh": torch.tanh, "rnn_sigmoid": torch.sigmoid, "rnn_relu": torch.relu, "irnn": torch.relu}
+ACTIVATIONS = {"rnn_tanh": torch.tanh, "rnn_sigmoid": torch.sigmoid, "rnn_relu": torch.relu, "irnn": torch.relu,
+               "orthogonal_rnn": torch.tanh, "indrnn": torch.relu}
 WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+# Recurrences that act unit by unit: their contributions are elementwise products.
+DIAGONAL_ARCHS = ("indrnn", "lru")
 TABLES = ("curves", "summary", "contributions", "jacobians")
 RUN_COLUMNS = ("run",) + GRID_KEYS
 CURVE_STATS = ("n", "n_censored", "n_underflow", "log10_mean", "log10_median", "log10_q25", "log10_q75",
@@ -80,11 +92,43 @@ def make_windows(tokens: np.ndarray, n_windows: int, burn_in: int, max_lag: int,
 
 
 def layer_weights(model) -> list[dict[str, torch.Tensor]]:
-    """float64 copies of each layer's weights, read by their torch.nn names."""
-    return [
-        {name: getattr(model.rnn, f"{name}_l{layer}").detach().double().clone() for name in WEIGHT_NAMES}
-        for layer in range(model.num_layers)
-    ]
+    """float64 copies of each layer's weights, read by their torch.nn names.
+
+    IndRNN: weight_ih, bias_ih and weight_hh = the projected u; LRU: its LRU_PARAMETERS.
+    """
+    def read(layer):
+        if model.arch == "indrnn":
+            return {"weight_ih": getattr(model.rnn, f"weight_ih_l{layer}"),
+                    "bias_ih": getattr(model.rnn, f"bias_ih_l{layer}"), "weight_hh": model.rnn.recurrent_vector(layer)}
+        names = LRU_PARAMETERS if model.arch == "lru" else WEIGHT_NAMES
+        return {name: getattr(model.rnn, f"{name}_l{layer}") for name in names}
+
+    return [{name: value.detach().double().clone() for name, value in read(layer).items()}
+            for layer in range(model.num_layers)]
+
+
+def lru_eigenvalues(weights: dict) -> torch.Tensor:
+    """lambda = exp(-exp(nu_log) + i exp(theta_log)), complex128."""
+    return torch.exp(torch.complex(-torch.exp(weights["nu_log"]), torch.exp(weights["theta_log"])))
+
+
+def project_input(arch: str, weights: dict, layer_input: torch.Tensor) -> torch.Tensor:
+    """The input side of every step at once: W_ih x_t + b_ih, or the LRU's gamma * B LayerNorm(u_t) (complex)."""
+    if arch != "lru":
+        return torch.matmul(layer_input, weights["weight_ih"].t()) + weights["bias_ih"]
+    v = F.layer_norm(layer_input, (layer_input.shape[-1],), weights["norm_weight"], weights["norm_bias"])
+    scale = torch.exp(weights["gamma_log"])[:, None]
+    return torch.complex(v @ (weights["B_re"] * scale).t(), v @ (weights["B_im"] * scale).t())
+
+
+def layer_output(arch: str, weights: dict, layer_input: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """What a layer passes up: its hidden states, or the LRU's residual GLU block of Re(C x_t) + D v_t."""
+    if arch != "lru":
+        return states
+    v = F.layer_norm(layer_input, (layer_input.shape[-1],), weights["norm_weight"], weights["norm_bias"])
+    z = F.gelu(states.real @ weights["C_re"].t() - states.imag @ weights["C_im"].t() + weights["D"] * v)
+    gate = torch.sigmoid(F.linear(z, weights["out2_weight"], weights["out2_bias"]))
+    return layer_input + F.linear(z, weights["out1_weight"], weights["out1_bias"]) * gate
 
 
 def cell_step(arch: str, weights: dict, x_proj: torch.Tensor, state, probe_e: torch.Tensor | None = None,
@@ -95,13 +139,18 @@ def cell_step(arch: str, weights: dict, x_proj: torch.Tensor, state, probe_e: to
     the gradient with respect to the recurrent pre-activation. `probe_c` (LSTM) is added
     to c_t BEFORE h_t = o_t * tanh(c_t) is computed, so its gradient is the total
     derivative dL/dc_t (backpropagation's delta_c). Works on batched (..., H) tensors
-    and on single vectors (for torch.func).
+    and on single vectors (for torch.func). IndRNN: the recurrent pre-activation is
+    u * h_{t-1}. LRU: state x (complex), x_proj = gamma * B v_t, returns lambda x + x_proj.
     """
     h_prev = state[0] if arch == "lstm" else state
-    recurrent = torch.matmul(h_prev, weights["weight_hh"].t())
+    if arch == "lru":
+        recurrent = lru_eigenvalues(weights) * h_prev
+        return (recurrent if probe_e is None else recurrent + probe_e) + x_proj
+    recurrent = h_prev * weights["weight_hh"] if arch == "indrnn" else torch.matmul(h_prev, weights["weight_hh"].t())
     if probe_e is not None:
         recurrent = recurrent + probe_e
-    recurrent = recurrent + weights["bias_hh"]
+    if "bias_hh" in weights:  # the IndRNN has one bias, in x_proj
+        recurrent = recurrent + weights["bias_hh"]
     if arch in ACTIVATIONS:
         return ACTIVATIONS[arch](x_proj + recurrent)
     if arch == "lstm":
@@ -128,10 +177,10 @@ class Unrolled:
     """The graph of one batch of windows (time index t = 0..K, lag k = K - t)."""
 
     loss: torch.Tensor               # (W,) cross-entropy per window
-    hidden: list                     # [layer][t] h_t (probes added), t = 0..K
+    hidden: list                     # [layer][t] h_t (probes added), t = 0..K (LRU: the complex state x_t)
     prev_hidden: list                # [layer] h before t = 0 (end of burn-in, no grad)
     prev_state: list                 # [layer] full state before t = 0 ((h, c) for LSTM)
-    x_proj: list                     # [layer] (K+1, W, G*H) input projections, detached
+    x_proj: list                     # [layer] (K+1, W, G*H) input projections, detached (LRU: complex)
     states: list                     # [layer][t] full states, detached (for Jacobians)
     probes: dict                     # 'h', 'c', 'e': [layer] (K+1, W, D) leaves; 'x': (K+1, W, H)
 
@@ -154,15 +203,18 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
 
     def zero_state():
         zeros = x.new_zeros(n_windows, model.hidden_size)
+        if arch == "lru":
+            return torch.complex(zeros, zeros)
         return (zeros, zeros.clone()) if arch == "lstm" else zeros
 
     def probe(kind, layer, width):
         """One zero leaf (K+1, W, width) per kind and layer; step t adds its slice t.
 
         A single leaf per kind (sliced by unbind) keeps the graph small: its gradient
-        is every step's gradient at once.
+        is every step's gradient at once. The LRU's state probes are complex.
         """
-        value = x.new_zeros(steps, n_windows, width)
+        dtype = torch.complex128 if arch == "lru" and kind in ("h", "e") else x.dtype
+        value = x.new_zeros(steps, n_windows, width, dtype=dtype)
         for (which, where, t), given in probe_values.items():
             if (which, where) == (kind, layer):
                 value[t] = given
@@ -174,12 +226,12 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
         for w in weights:
             state = zero_state()
             if burn_in:
-                projected = torch.matmul(layer_input, w["weight_ih"].t()) + w["bias_ih"]
+                projected = project_input(arch, w, layer_input)
                 outputs = []
                 for t in range(burn_in):
                     state = cell_step(arch, w, projected[t], state)
                     outputs.append(_hidden(arch, state))
-                layer_input = torch.stack(outputs)
+                layer_input = layer_output(arch, w, layer_input, torch.stack(outputs))
             prev_state.append(state)
 
     hidden_size, n_gates = model.hidden_size, len(GATES[arch])
@@ -187,7 +239,7 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
     layer_input = x[burn_in:] + probes["x"]
     hidden, prev_hidden, x_proj, states = [], [], [], []
     for layer, w in enumerate(weights):
-        projected = torch.matmul(layer_input, w["weight_ih"].t()) + w["bias_ih"]
+        projected = project_input(arch, w, layer_input)
         # unbind: one backward node for all steps (indexing projected[t] would make
         # every step's backward write a zero tensor the size of all steps).
         projected_steps = projected.unbind(0)
@@ -211,7 +263,7 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
         prev_hidden.append(_hidden(arch, prev_state[layer]))
         x_proj.append(projected.detach())
         states.append(layer_states)
-        layer_input = torch.stack(outputs)
+        layer_input = layer_output(arch, w, layer_input, torch.stack(outputs))
     logits = F.linear(layer_input[-1], model.decoder.weight.detach().double(), model.decoder.bias.detach().double())
     loss = F.cross_entropy(logits, target, reduction="none")
     return Unrolled(loss, hidden, prev_hidden, prev_state, x_proj, states, probes)
@@ -227,13 +279,19 @@ def _norms_by_lag(grads) -> torch.Tensor:
 
 def step_jacobians_autograd(arch: str, weights: dict, prev_states, x_proj: torch.Tensor) -> torch.Tensor:
     """Per-step Jacobians by torch.func (vmap of jacrev of one cell step): the reference."""
-    hidden_size = weights["weight_hh"].shape[1]
+    hidden_size = prev_states.shape[1] // (2 if arch in ("lstm", "lru") else 1)
 
     def step(s, xp):
         if arch == "lstm":
             return torch.cat(cell_step(arch, weights, xp, (s[:hidden_size], s[hidden_size:])))
+        if arch == "lru":  # complex state and input as real vectors (Re, Im): jacrev takes real inputs only
+            xp = torch.complex(xp[:hidden_size], xp[hidden_size:])
+            new = cell_step(arch, weights, xp, torch.complex(s[:hidden_size], s[hidden_size:]))
+            return torch.cat([new.real, new.imag])
         return cell_step(arch, weights, xp, s)
 
+    if x_proj.is_complex():
+        x_proj = torch.cat([x_proj.real, x_proj.imag], dim=-1)
     return torch.func.vmap(torch.func.jacrev(step))(prev_states, x_proj)
 
 
@@ -242,8 +300,20 @@ def step_jacobians(arch: str, weights: dict, prev_states, x_proj: torch.Tensor) 
 
     prev_states: (N, S) states s_{t-1}; x_proj: (N, G*H) input projections of step t.
     Closed forms (rows of the W_hh blocks scaled by gate derivatives): far cheaper than
-    jacrev, which tests check them against.
+    jacrev, which tests check them against. IndRNN: diag(relu'(a_t) u). LRU (S = 2N, the
+    state (Re x, Im x)): [[diag Re lambda, -diag Im lambda], [diag Im lambda, diag Re lambda]].
     """
+    if arch == "indrnn":
+        u = weights["weight_hh"]
+        pre = (x_proj + prev_states * u).detach().requires_grad_(True)
+        with torch.enable_grad():
+            (derivative,) = torch.autograd.grad(ACTIVATIONS[arch](pre).sum(), pre)
+        return torch.diag_embed(derivative * u)
+    if arch == "lru":
+        lam = lru_eigenvalues(weights)
+        re, im = torch.diag(lam.real), torch.diag(lam.imag)
+        single = torch.cat([torch.cat([re, -im], dim=1), torch.cat([im, re], dim=1)])
+        return single.expand(len(prev_states), *single.shape).clone()
     w_hh, hidden_size = weights["weight_hh"], weights["weight_hh"].shape[1]
     blocks = w_hh.view(-1, hidden_size, hidden_size)  # (G, H, H): one block per gate
     h = prev_states[:, :hidden_size]
@@ -333,10 +403,12 @@ def probe_model(model, windows: np.ndarray, burn_in: int, jacobian_windows: int 
             parts[kind].append(torch.stack([_norms_by_lag(next(grads)) for _ in range(n_layers)]))
         contributions = []
         for layer in range(n_layers):
-            e_norms = _norms_by_lag(next(grads))
-            h_prev = [unrolled.prev_hidden[layer]] + unrolled.hidden[layer][:-1]
-            h_norms = _norms_by_lag([h.detach() for h in h_prev])
-            contributions.append(e_norms * h_norms)
+            e_grads = next(grads)
+            h_prev = torch.stack([unrolled.prev_hidden[layer]] + [h.detach() for h in unrolled.hidden[layer][:-1]])
+            if arch in DIAGONAL_ARCHS:  # the step's part of dL/du is e-gradient * h_prev, unit by unit
+                contributions.append(_norms_by_lag(e_grads * h_prev.conj()))
+            else:  # rank one: ||e-gradient|| ||h_prev||
+                contributions.append(_norms_by_lag(e_grads) * _norms_by_lag(h_prev))
         parts["contributions"].append(torch.stack(contributions))
         parts["loss"].append(unrolled.loss.detach())
         if start == 0 and jacobian_windows:
@@ -356,6 +428,7 @@ def _probe_jacobians(arch: str, weights: list, unrolled: Unrolled, n_windows: in
     for layer, w in enumerate(weights):
         def flat(state):
             state = torch.cat(state, dim=-1) if arch == "lstm" else state
+            state = torch.cat([state.real, state.imag], dim=-1) if state.is_complex() else state
             return state[:n_windows]
 
         prev = torch.stack([flat(unrolled.prev_state[layer])] + [flat(s) for s in unrolled.states[layer][:-1]], dim=1)
@@ -556,7 +629,10 @@ def probe_run(checkpoint_dir, tokens_path, probe_config: dict, outputs: dict, th
         raise FileNotFoundError(f"no checkpoints step_*.pt in {checkpoint_dir}")
     for path in paths:
         model, checkpoint = load_checkpoint(path)
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
+        # The weights the model runs with: finite parameters can still give a non-finite
+        # materialised W_hh (orthogonal RNN: base expm(A)) or lambda (LRU: exp(i exp(theta_log))).
+        running = list(model.plain_state_dict().values()) + [w.detach() for w in model.recurrent_weights()]
+        if not all(torch.isfinite(w).all() for w in running):
             print(f"{path.name}: weights are not finite (diverged); not probed", flush=True)
             continue
         result = probe_model(model, windows, probe_config["burn_in"], probe_config["jacobian_windows"])

@@ -58,17 +58,26 @@ def gpus(device: str) -> int:
     return 1 if device == "cuda" else 0
 
 
+# H x H matrices per recurrent layer where it is not W_ih and W_hh per gate: the IndRNN
+# has W_ih only (u is a vector), the LRU B and C (real and imaginary parts) and the GLU's two.
+SQUARE_MATRICES = {"indrnn": 1, "lru": 6}
+
+
+def _square_matrices(arch: str) -> int:
+    return SQUARE_MATRICES.get(arch, 2 * len(GATES[arch]))
+
+
 def parameter_count(arch: str, hidden_size: int, num_layers: int, vocab_size: int) -> int:
     """Parameters of rnngrad.model.RNNModel (embedding and input width = hidden size)."""
-    gates = len(GATES[arch])
-    recurrent = num_layers * gates * (2 * hidden_size * hidden_size + 2 * hidden_size)
+    # Vectors per layer: two biases per gate; IndRNN: b and u; LRU: LayerNorm (2), nu, theta, gamma, D, GLU biases (2).
+    vectors = {"indrnn": 2, "lru": 8}.get(arch, 2 * len(GATES[arch]))
+    recurrent = num_layers * (_square_matrices(arch) * hidden_size * hidden_size + vectors * hidden_size)
     return vocab_size * hidden_size + recurrent + hidden_size * vocab_size + vocab_size
 
 
 def flops_per_token(arch: str, hidden_size: int, num_layers: int, vocab_size: int) -> float:
     """Forward + backward floating-point operations per token (3 x 2 x multiply-adds)."""
-    gates = len(GATES[arch])
-    macs = num_layers * gates * 2 * hidden_size * hidden_size + hidden_size * vocab_size
+    macs = num_layers * _square_matrices(arch) * hidden_size * hidden_size + hidden_size * vocab_size
     return 6.0 * macs
 
 

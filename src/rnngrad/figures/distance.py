@@ -37,8 +37,9 @@ from rnngrad.figures.style import (
     note,
     powers_of_ten,
     slice_note,
+    text_colour,
 )
-from rnngrad.grid import VANILLA_ARCHS, format_value
+from rnngrad.grid import BOUNDED_ARCHS, format_value
 from rnngrad.selection import (
     STAGES,
     at_stage,
@@ -118,7 +119,7 @@ def gradient_vs_distance(gradient_curves, gradient_summary, runs):
             curve = band(rows)
             draw_curve(ax, curve, ARCH_COLOURS[arch], ARCH_LABELS[arch])
             drawn += [curve["median"], curve["low"], curve["high"]]
-            if arch in VANILLA_ARCHS:
+            if arch in BOUNDED_ARCHS:
                 bound = at_stage(numeric(summary[summary["run"].isin(ids)], ["bound_rate"]), stage, diverged)
                 rate = bound["bound_rate"].median()
                 if np.isfinite(rate):
@@ -135,8 +136,8 @@ def gradient_vs_distance(gradient_curves, gradient_summary, runs):
         if stage == "trained" and n_div:
             note(ax, f"{n_div} diverged run(s) left out", where="corner")
     bound_handle = Line2D([], [], color="0.3", linestyle="--", linewidth=0.9, label=r"bound $(\gamma\lambda_1)^k$")
-    handles = arch_handles(present, [bound_handle] if any(a in VANILLA_ARCHS for a in present) else [])
-    fig.legend(handles=handles, loc="outside upper center", ncol=len(handles))
+    handles = arch_handles(present, [bound_handle] if any(a in BOUNDED_ARCHS for a in present) else [])
+    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 5))
     footer(fig, join_notes("line: median over seeds of the median over windows", BAND, slice_note(chosen_all)))
     return fig
 
@@ -212,7 +213,7 @@ def training_evolution(gradient_curves, runs):
         title = f"{ARCH_LABELS[arch]} (seed {index.loc[run, 'seed']})"
         if run in diverged and "diverged_step" in status:
             title += f", diverged at step {int(status.loc[run, 'diverged_step'])}"
-        ax.set_title(title, color=ARCH_COLOURS[arch])
+        ax.set_title(title, color=text_colour(arch))
         drawn = []
         for _, group in rows.groupby("step"):
             progress = float(group["progress"].iloc[0]) if "progress" in group else 0.0
@@ -262,7 +263,7 @@ def init_scale_effect(gradient_curves, gradient_summary, runs):
         for row, stage in enumerate(STAGES):
             ax = axes[row, col]
             title = STAGE_TITLES[stage]
-            ax.set_title(f"{ARCH_LABELS[arch]}, {title.lower()}", color=ARCH_COLOURS[arch])
+            ax.set_title(f"{ARCH_LABELS[arch]}, {title.lower()}", color=text_colour(arch))
             ax.axhspan(0, 1e3, color="#E69F00", alpha=0.06, linewidth=0)
             ax.axhline(0, color="0.4", linewidth=0.7)
             drawn = []

@@ -16,7 +16,6 @@ from matplotlib import colors as mcolors
 
 from rnngrad.figures.registry import category
 from rnngrad.figures.style import (
-    ARCH_COLOURS,
     ARCH_LABELS,
     KEY_LABELS,
     NOT_IN_GRID,
@@ -24,6 +23,7 @@ from rnngrad.figures.style import (
     footer,
     new_figure,
     note,
+    text_colour,
 )
 from rnngrad.grid import format_value
 from rnngrad.selection import (
@@ -108,7 +108,7 @@ def _heatmap(fig, ax, index, trained, diverged, a, b, metric, label):
     ax.set_yticklabels([ARCH_LABELS.get(v, format_value(v)) if a == "arch" else format_value(v) for v in rows_v])
     if a == "arch":
         for tick, v in zip(ax.get_yticklabels(), rows_v):
-            tick.set_color(ARCH_COLOURS.get(v, "black"))
+            tick.set_color(text_colour(v))
     ax.set_xticks(range(len(cols_v)))
     ax.set_xticklabels([format_value(v) for v in cols_v] if b else [""])
     ax.set_xlabel(KEY_LABELS[b] if b else "")

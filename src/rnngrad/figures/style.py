@@ -27,7 +27,9 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from rnngrad.grid import ALL_ARCHS, format_value  # noqa: E402
 
-# Okabe & Ito (2008): warm colours for the vanilla RNNs, cool ones for the gated.
+# Okabe & Ito (2008): warm colours for the vanilla RNNs, cool ones for the gated, and the
+# palette's last three (sky blue, yellow, and the grey that usually completes it) for the
+# later remedies.
 ARCH_COLOURS = {
     "rnn_tanh": "#D55E00",     # vermillion
     "rnn_sigmoid": "#CC79A7",  # reddish purple
@@ -35,12 +37,17 @@ ARCH_COLOURS = {
     "irnn": "#000000",         # black
     "lstm": "#0072B2",         # blue
     "gru": "#009E73",          # bluish green
+    "orthogonal_rnn": "#56B4E9",  # sky blue
+    "indrnn": "#999999",       # grey
+    "lru": "#F0E442",          # yellow
 }
-CELL_STATE_COLOUR = "#56B4E9"  # sky blue: the LSTM's cell state c beside its h (blue)
+CELL_STATE_COLOUR = "#56B4E9"  # sky blue: the LSTM's cell state c beside its h (blue), a figure of the LSTM alone
 ARCH_LABELS = {"rnn_tanh": "tanh RNN", "rnn_sigmoid": "sigmoid RNN", "rnn_relu": "ReLU RNN",
-               "irnn": "IRNN", "lstm": "LSTM", "gru": "GRU"}
+               "irnn": "IRNN", "lstm": "LSTM", "gru": "GRU", "orthogonal_rnn": "orthogonal RNN",
+               "indrnn": "IndRNN", "lru": "LRU"}
 KEY_LABELS = {"arch": "arch", "hidden_size": "hidden size", "num_layers": "layers", "init": "W_hh init",
-              "init_scale": "init scale", "forget_bias": "forget bias", "lr": "lr",
+              "init_scale": "init scale", "forget_bias": "forget bias", "indrnn_bound": "IndRNN bound",
+              "lru_r_min": "LRU r_min", "lru_r_max": "LRU r_max", "lr": "lr",
               "optimizer": "optimizer", "clip": "clip", "bptt": "bptt", "batch_size": "batch",
               "epochs": "epochs", "seed": "seed"}
 STAGE_TITLES = {"init": "At initialisation", "trained": "After training"}
@@ -57,6 +64,14 @@ NOT_IN_GRID = "not in this grid"
 # white page at gamma lambda_1 = 1 (PuOr's ends, colour-blind safe).
 REGIME_CMAP = mcolors.LinearSegmentedColormap.from_list(
     "regime", ["#2d004b", "#8073ac", "#808080", "#e08214", "#7f3b08"])
+
+
+def text_colour(arch: str) -> tuple:
+    """An arch's colour for text (titles, tick labels): the yellow, unreadable as text on white,
+    darkened to the same hue; lines and markers keep ARCH_COLOURS."""
+    rgb = np.array(mcolors.to_rgb(ARCH_COLOURS.get(arch, "black")))
+    luminance = float(rgb @ [0.2126, 0.7152, 0.0722])
+    return tuple(rgb * 0.6) if luminance > 0.75 else tuple(rgb)
 
 
 def archs(frame: pd.DataFrame) -> list[str]:

@@ -25,7 +25,7 @@ from rnngrad.figures.style import (
     note,
     slice_note,
 )
-from rnngrad.grid import GATED_ARCHS, VANILLA_ARCHS
+from rnngrad.grid import BOUNDED_ARCHS, GATED_ARCHS
 from rnngrad.selection import (
     STAGES,
     at_stage,
@@ -43,15 +43,15 @@ CONTRIBUTION_LAGS = (1, 5, 10, 20)
 
 @figure(("gradient_summary", "runs"), "Bound against measurement")
 def theory_vs_measurement(gradient_summary, runs):
-    """Fitted slope of log10 g(k) against log10(gamma lambda_1), every vanilla run and checkpoint."""
+    """Fitted slope of log10 g(k) against log10(gamma lambda_1): every run and checkpoint of the bound's archs."""
     summary = numeric(top_layer_state(gradient_summary, "h"), ["bound_rate", "slope", "slope_se"])
     diverged = diverged_runs(runs)
     fig, axes = new_figure(1, width=COLUMN_WIDTH, height=3.0)
     ax = axes[0, 0]
-    points = summary[summary["arch"].isin(VANILLA_ARCHS)].dropna(subset=["bound_rate", "slope"]) \
+    points = summary[summary["arch"].isin(BOUNDED_ARCHS)].dropna(subset=["bound_rate", "slope"]) \
         if not summary.empty else summary
     if points.empty:
-        note(ax, f"vanilla RNNs (the bound's archs) {NOT_IN_GRID}")
+        note(ax, f"vanilla RNNs and remedies (the bound's archs) {NOT_IN_GRID}")
         return fig
     last = points.groupby("run")["step"].transform("max")
     kind = np.where(points["step"] == 0, "init", np.where(points["step"] == last, "trained", "mid"))
@@ -140,7 +140,7 @@ def temporal_contributions(temporal_contributions, runs):
         ax.set_xlabel("lag threshold k (time steps)")
         if stage == "init":
             ax.set_ylabel(r"share of $\|\partial L/\partial W_{hh}\|$ from lags $> k$")
-    fig.legend(handles=arch_handles(present), loc="outside upper center", ncol=max(len(present), 1))
+    fig.legend(handles=arch_handles(present), loc="outside upper center", ncol=min(max(len(present), 1), 5))
     missing = [k for k in CONTRIBUTION_LAGS if k not in thresholds]
     footer(fig, join_notes(
         "median over seeds, band: range over seeds", slice_note(chosen_all),

@@ -23,6 +23,7 @@ from rnngrad.figures.style import (
     note,
     plain_log,
     slice_note,
+    text_colour,
 )
 from rnngrad.selection import diverged_runs, numeric, reference_runs, run_index
 
@@ -42,7 +43,7 @@ def training_dynamics(training_steps, runs):
     fig, axes = new_figure(ncols, nrows, height=2.0, sharey=True)
     for ax, arch in zip(axes.flat, present):
         ids = list(index[index["arch"] == arch].index)
-        ax.set_title(ARCH_LABELS[arch], color=ARCH_COLOURS[arch])
+        ax.set_title(ARCH_LABELS[arch], color=text_colour(arch))
         rows = steps[steps["run"].isin(ids)] if not steps.empty else steps
         if rows.empty:
             note(ax, f"no training steps {NOT_IN_GRID}")
@@ -75,7 +76,7 @@ def training_dynamics(training_steps, runs):
         if n_div:
             parts.append(f"diverged: {n_div}/{len(ids)} runs (X)")
         if parts:  # under the title, where no curve or threshold line runs
-            ax.set_title(ARCH_LABELS[arch] + "\n" + ", ".join(parts), color=ARCH_COLOURS[arch], fontsize=7)
+            ax.set_title(ARCH_LABELS[arch] + "\n" + ", ".join(parts), color=text_colour(arch), fontsize=7)
     if present:
         log_ticks(axes.flat[0])  # shared y: one locator for every panel, set once all data are in
     drop_unused(fig, axes, len(present), f"no runs {NOT_IN_GRID}")
