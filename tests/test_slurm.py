@@ -6,7 +6,9 @@ Skipped when `sinfo` fails, unless RNNGRAD_REQUIRE_SLURM=1 (as in .ci/run): then
 
 A tiny config runs twice, through SLURM and locally; every heavy job must show up in
 `sacct` as COMPLETED with the rule's name, the threads, memory and time that the rule
-asked for, and the tables of both runs must be equal.
+asked for, and the tables of both runs must be equal. Then two faults: a training job
+cancelled with `scancel` and one killed by its time limit must each be noticed, resubmitted
+and resumed, and end with the numbers of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from rnngrad import resources as res
@@ -34,6 +39,10 @@ SLURM_RULES = {"train_model", "probe_gradients"}  # everything else is a localru
 TARGETS = ["models", "curves"]  # runs.csv and gradient_summary.csv (figures are local)
 # Columns that measure the machine, not the model.
 TIMING = {"wall_s", "tokens_per_s", "device"}
+# Poll SLURM every 2 s instead of the plugin's 40 s and more: a test waits on each job.
+FAST = ["--jobs", "4", "--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "2",
+        "--seconds-between-status-checks", "2", "--max-status-checks-per-second", "2"]
+SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
 def _plugin_installed() -> bool:
@@ -65,11 +74,12 @@ def slurm():
         pytest.skip(message)
 
 
-def tiny_config(tmp: Path, name: str) -> Path:
-    """config/test.yaml cut to two archs (a vanilla and a gated one), data and results in tmp."""
+def tiny_config(tmp: Path, name: str, grid: dict | None = None, training: dict | None = None) -> Path:
+    """config/test.yaml cut to two archs (a vanilla and a gated one), data and results in tmp;
+    `grid` and `training` update those sections."""
     config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
-    config["grid"].update(arch=["rnn_tanh", "lstm"], init_scale=[1.0])
-    config["training"]["threads"] = 1
+    config["grid"].update({"arch": ["rnn_tanh", "lstm"], "init_scale": [1.0], **(grid or {})})
+    config["training"].update({"threads": 1, **(training or {})})
     config["probe"]["threads"] = 1
     config["data_dir"] = str(tmp / name / "data")
     config["results_dir"] = "results"
@@ -78,10 +88,12 @@ def tiny_config(tmp: Path, name: str) -> Path:
     return path
 
 
-def start_snakemake(args: list[str], directory: Path) -> subprocess.Popen:
+def start_snakemake(args: list[str], directory: Path, nice: int = 0) -> subprocess.Popen:
+    """Snakemake in `directory`; `nice` > 0 lowers its CPU priority (a reference run that
+    must not slow down the SLURM jobs beside it)."""
     directory.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [*SNAKEMAKE, "--directory", str(directory), *args],
+        [*(["nice", "-n", str(nice)] if nice else []), *SNAKEMAKE, "--directory", str(directory), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -138,9 +150,7 @@ def test_grid_runs_through_slurm_and_matches_local_run(slurm, tmp_path):
     )
     try:
         log = run_snakemake(
-            [*TARGETS, "--profile", str(REPO / "profiles" / "slurm"), "--configfile", str(config_path),
-             "--jobs", "4", "--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "2",
-             "--seconds-between-status-checks", "2", "--max-status-checks-per-second", "2"],
+            [*TARGETS, "--profile", str(REPO / "profiles" / "slurm"), "--configfile", str(config_path), *FAST],
             tmp_path / "slurm",
         )
         t_slurm = time.monotonic() - t0
@@ -150,7 +160,7 @@ def test_grid_runs_through_slurm_and_matches_local_run(slurm, tmp_path):
     print(f"SLURM run {t_slurm:.0f} s, both runs {time.monotonic() - t0:.0f} s")
 
     # Every heavy job was submitted: one SLURM job per rule and grid cell.
-    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", log)
+    submitted = SUBMITTED.findall(log)
     assert len(submitted) == len(SLURM_RULES) * len(cells), log[-4000:]
     for job_id, slurm_log in submitted:
         assert Path(slurm_log.rstrip(").")).is_file(), f"no SLURM log for job {job_id}"
@@ -214,3 +224,147 @@ def test_paper_dag_builds_quickly_with_slurm_profile(tmp_path):
     assert re.search(rf"^train_model\s+{n_cells}$", log, re.M), log[-3000:]
     assert re.search(rf"^probe_gradients\s+{n_cells}$", log, re.M), log[-3000:]
     assert elapsed < 60, f"dry run of {n_cells} cells took {elapsed:.0f} s"
+
+
+class Output:
+    """A running process's output, line by line with the wall-clock time each line arrived."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.lines: list[tuple[float, str]] = []
+        self.reader = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self.reader.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append((time.time(), line))
+
+    def text(self) -> str:
+        return "".join(line for _, line in list(self.lines))
+
+    def first(self, pattern: str) -> tuple[float, re.Match] | None:
+        """(arrival time, match) of the first line that matches `pattern`."""
+        for arrived, line in list(self.lines):
+            if found := re.search(pattern, line):
+                return arrived, found
+        return None
+
+
+def saved_progress(partial: Path) -> bool:
+    """The run has saved its resume state after a checkpoint past step 0 (the state is
+    written right after each checkpoint, so it is at least as new as that checkpoint)."""
+    state = partial / "state.pt"
+    later = [p for p in (partial / "checkpoints").glob("step_*.pt") if p.name != "step_00000000.pt"]
+    try:
+        return bool(later) and state.stat().st_mtime >= min(p.stat().st_mtime for p in later)
+    except FileNotFoundError:  # between the atomic renames
+        return False
+
+
+def jobs_of(run: str, output: str) -> list[str]:
+    """SLURM job ids that Snakemake submitted for `run`'s training, in order."""
+    folder = "rule_train_model/" + run.replace("/", "_") + "/"
+    return [job_id for job_id, log in SUBMITTED.findall(output) if folder in log]
+
+
+def sacct_times(job_id: str) -> dict:
+    done = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job_id, "--format=State,Timelimit,Start,End"],
+                          capture_output=True, text=True, check=True)
+    state, limit, start, end = done.stdout.strip().split("|")
+    return {"state": state, "minutes": minutes(limit),
+            "start": datetime.fromisoformat(start).timestamp(), "end": datetime.fromisoformat(end).timestamp()}
+
+
+def run_results(run_dir: Path) -> dict[str, pd.DataFrame | dict]:
+    """What a run computed: its metrics, epochs, summary and final weights, without wall times."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    last = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1]
+    return {
+        "metrics": pd.read_csv(run_dir / "metrics.csv").drop(columns="wall_s"),
+        "epochs": pd.read_csv(run_dir / "epochs.csv"),
+        "summary": {k: v for k, v in summary.items() if k not in TIMING},
+        "weights": torch.load(last, weights_only=True)["state_dict"],
+    }
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_cancelled_and_timed_out_training_is_retried_and_resumes(slurm, tmp_path):
+    """Two training runs through SLURM: one is `scancel`ed mid-run, the other outlives its
+    1-minute time limit (`runtime=attempt`: 1, then 2, then 3 minutes). Snakemake must see
+    each job end within 3 minutes, resubmit it, and the run must resume from its last save
+    and end with the numbers of an uninterrupted run."""
+    # ~20 s (1 epoch) and ~110 s (6 epochs) of training on an idle core here: the long run
+    # outlives SLURM's 1-minute limit (enforced within 30 s of it). Checkpoints (each one
+    # also saves the resume state, as does every epoch end) every 20 % of the steps.
+    grid = {"arch": ["rnn_tanh"], "epochs": [1, 6]}
+    training = {"max_tokens": 3_000_000, "checkpoints": [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]}
+    config_path = tiny_config(tmp_path, "slurm", grid, training)
+    config = validate_config(yaml.safe_load(config_path.read_text()))
+    cells = sorted(expand_grid(config["grid"], config["exclude"]), key=lambda c: c["epochs"])
+    short, long = (run_path(c) for c in cells)
+    results = tmp_path / "slurm" / "results" / "runs"
+
+    # The uninterrupted reference, at low priority so that it does not slow the SLURM jobs.
+    reference = start_snakemake(
+        ["models", "--cores", "1", "--configfile", str(tiny_config(tmp_path, "local", grid, training))],
+        tmp_path / "local", nice=19,
+    )
+    cluster = start_snakemake(
+        ["models", "--profile", str(REPO / "profiles" / "slurm"), "--configfile", str(config_path), *FAST,
+         "--set-resources", "train_model:runtime=attempt"],
+        tmp_path / "slurm",
+    )
+    output = Output(cluster)
+    try:
+        deadline = time.monotonic() + 300
+        while not saved_progress(results / short / ".partial"):
+            assert cluster.poll() is None and time.monotonic() < deadline, output.text()[-4000:]
+            time.sleep(0.2)
+        cancelled = jobs_of(short, output.text())[0]
+        subprocess.run(["scancel", cancelled], check=True)
+        t_cancel = time.time()
+        cluster.wait(timeout=600)
+    finally:
+        if cluster.poll() is None:
+            cluster.kill()  # our own child, by its pid
+        reference_log, _ = reference.communicate(timeout=600)
+        output.reader.join(timeout=10)
+    log = output.text()
+    assert cluster.returncode == 0, log[-6000:]
+    assert reference.returncode == 0, reference_log[-4000:]
+
+    # Snakemake saw the cancelled job fail within 3 minutes and submitted it again.
+    noticed = output.first(rf"SLURM-job '{cancelled}' failed, SLURM status is: 'CANCELLED'")
+    assert noticed, log[-4000:]
+    assert noticed[0] - t_cancel < 180, f"cancellation noticed after {noticed[0] - t_cancel:.0f} s"
+    short_jobs = [sacct_times(job_id) for job_id in jobs_of(short, log)]
+    assert jobs_of(short, log)[0] == cancelled and short_jobs[0]["state"].startswith("CANCELLED"), short_jobs
+    assert short_jobs[-1]["state"] == "COMPLETED" and len(short_jobs) >= 2, short_jobs
+
+    # The long run's first job hit its time limit; each retry asked for more time.
+    long_jobs = [sacct_times(job_id) for job_id in jobs_of(long, log)]
+    assert long_jobs[0]["state"] == "TIMEOUT", long_jobs
+    assert [job["minutes"] for job in long_jobs] == list(range(1, len(long_jobs) + 1)), long_jobs
+    assert long_jobs[-1]["state"] == "COMPLETED" and len(long_jobs) >= 2, long_jobs
+    timed_out = output.first(rf"SLURM-job '{jobs_of(long, log)[0]}' failed, SLURM status is: 'TIMEOUT'")
+    assert timed_out, log[-4000:]
+    assert timed_out[0] - long_jobs[0]["end"] < 180, "time-out noticed after 3 minutes"
+    print(f"cancellation noticed after {noticed[0] - t_cancel:.0f} s, time-out after "
+          f"{timed_out[0] - long_jobs[0]['end']:.0f} s; attempts: {len(short_jobs)} (cancelled run), "
+          f"{len(long_jobs)} (timed-out run)")
+
+    for cell in cells:
+        run = run_path(cell)
+        # The last attempt resumed from a save past step 0 ...
+        train_log = (tmp_path / "slurm" / "results" / "logs" / "train_model" / f"{run}.log").read_text()
+        resumed = re.search(r"resuming from step (\d+)", train_log)
+        assert resumed, train_log[-2000:]
+        summary = json.loads((results / run / "summary.json").read_text())
+        assert 0 < int(resumed.group(1)) < summary["planned_steps"], (run, resumed.group(0))
+        # ... and ended exactly where the uninterrupted run did.
+        got, want = run_results(results / run), run_results(tmp_path / "local" / "results" / "runs" / run)
+        for name in ("metrics", "epochs"):
+            pd.testing.assert_frame_equal(got[name], want[name], check_exact=True, obj=f"{run} {name}")
+        assert got["summary"] == want["summary"]
+        assert got["weights"].keys() == want["weights"].keys()
+        assert all(torch.equal(got["weights"][k], want["weights"][k]) for k in want["weights"]), run
