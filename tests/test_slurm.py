@@ -290,9 +290,11 @@ def run_results(run_dir: Path) -> dict[str, pd.DataFrame | dict]:
 @pytest.mark.slow
 def test_cancelled_and_timed_out_training_is_retried_and_resumes(slurm, tmp_path):
     """Two training runs through SLURM: one is `scancel`ed mid-run, the other outlives its
-    1-minute time limit (`runtime=attempt`: 1, then 2, then 3 minutes). Snakemake must see
-    each job end within 3 minutes, resubmit it, and the run must resume from its last save
-    and end with the numbers of an uninterrupted run."""
+    1-minute time limit (runtime 4^(attempt-1): 1, then 4, then 16 minutes, so that a retry
+    on a busy machine is not cut off just as it finishes: Snakemake would then delete the
+    finished outputs and the next attempt would start over). Snakemake must see each job
+    end within 3 minutes, resubmit it, and the run must resume from its last save and end
+    with the numbers of an uninterrupted run."""
     # ~20 s (1 epoch) and ~110 s (6 epochs) of training on an idle core here: the long run
     # outlives SLURM's 1-minute limit (enforced within 30 s of it). Checkpoints (each one
     # also saves the resume state, as does every epoch end) every 20 % of the steps.
@@ -311,7 +313,7 @@ def test_cancelled_and_timed_out_training_is_retried_and_resumes(slurm, tmp_path
     )
     cluster = start_snakemake(
         ["models", "--profile", str(REPO / "profiles" / "slurm"), "--configfile", str(config_path), *FAST,
-         "--set-resources", "train_model:runtime=attempt"],
+         "--set-resources", "train_model:runtime=4 ** (attempt - 1)"],
         tmp_path / "slurm",
     )
     output = Output(cluster)
@@ -344,7 +346,7 @@ def test_cancelled_and_timed_out_training_is_retried_and_resumes(slurm, tmp_path
     # The long run's first job hit its time limit; each retry asked for more time.
     long_jobs = [sacct_times(job_id) for job_id in jobs_of(long, log)]
     assert long_jobs[0]["state"] == "TIMEOUT", long_jobs
-    assert [job["minutes"] for job in long_jobs] == list(range(1, len(long_jobs) + 1)), long_jobs
+    assert [job["minutes"] for job in long_jobs] == [4**k for k in range(len(long_jobs))], long_jobs
     assert long_jobs[-1]["state"] == "COMPLETED" and len(long_jobs) >= 2, long_jobs
     timed_out = output.first(rf"SLURM-job '{jobs_of(long, log)[0]}' failed, SLURM status is: 'TIMEOUT'")
     assert timed_out, log[-4000:]

@@ -1,13 +1,17 @@
 """Cluster resources of the heavy rules (memory, wall time), estimated from the config.
 
 A scheduler such as SLURM kills a job that exceeds its memory or time request, and a
-request far above need leaves the job waiting in the queue. These estimators size
-`mem_mb` and `runtime` (minutes) of `train_model` and `probe_gradients` from what
-drives the cost: parameter count (hidden size, layers, vocabulary), activations
-(bptt x batch), and the number of tokens processed (tokens per epoch x epochs,
-evaluation, probe windows). The throughput model is deliberately pessimistic (a slow
-CPU core, Python overhead per time step), and the result is doubled; a retried job
-(`attempt` > 1, e.g. after a time-out) gets proportionally more time and memory.
+request far above need leaves the job waiting in the queue and blocks an allocation for
+nothing. These estimators size `mem_mb` and `runtime` (minutes) of `train_model` and
+`probe_gradients` from what drives the cost: matrix products (parameter count, hidden
+size, vocabulary), the softmax over the vocabulary, per-time-step overhead (bptt, layers),
+the number of tokens (tokens per epoch x epochs, evaluation, probe windows and lags) and
+the Jacobian products of the probe. The constants are fitted to what these jobs measure
+on one core of a 2020s x86 CPU (Snakemake's `benchmark:` files, compared with the
+requests by benchmarks/resource_fit.py), then multiplied by SAFETY: a first attempt asks
+for about 1.2-2x what it uses there. A slower node, or a loaded one, may run out of time:
+the job is then resubmitted (`retries`) with `attempt` times the time and more memory,
+and training resumes from its last save.
 
 Vocabulary and split sizes come from the corpus's `stats.json` when it exists, else
 from `DEFAULT_CORPUS_STATS` (PTB's sizes, rounded up), so the DAG builds before the
@@ -29,15 +33,35 @@ DEFAULT_CORPUS_STATS = {
     "word": {"vocab_size": 10_000, "n_tokens": {"train": 930_000, "valid": 74_000, "test": 83_000}},
     "char": {"vocab_size": 60, "n_tokens": {"train": 5_200_000, "valid": 410_000, "test": 460_000}},
 }
-# Conservative throughput: floating-point operations per second and fixed costs.
-FLOPS = {"cpu": 5e9, "cuda": 2e11}          # per CPU thread / per GPU; ~1/6 of a 2020s core
-STEP_OVERHEAD_S = {"cpu": 1e-4, "cuda": 3e-4}  # per time step and layer (kernel launches, loops)
-UPDATE_OVERHEAD_S = 5e-3                     # per optimizer step (clipping, metrics row)
-LAPACK_FLOPS = 1e10                          # dense SVD / eigenvalues of H x H blocks (CPU)
-STARTUP_S = 60.0                             # Python, torch import, token arrays
-SAFETY = 2.0                                 # the result is multiplied by this
-BASE_MEM_MB = {"cpu": 1000, "cuda": 3000}    # resident Python + torch (+ CUDA context)
-MIN_RUNTIME_MIN = 5
+# Throughput, fitted to one CPU thread here (training: float32; the probe: float64, half the
+# rate). The CUDA figures are not measured (no GPU here): conservative guesses.
+FLOPS = {"cpu": 1e11, "cuda": 2e11}            # matrix products, per CPU thread / per GPU
+LOGIT_S = {"cpu": 5e-9, "cuda": 1e-10}         # softmax + cross-entropy + gradient, per logit
+STEP_OVERHEAD_S = {"cpu": 2e-5, "cuda": 3e-4}  # per time step and layer: op dispatch, kernel launches
+UPDATE_OVERHEAD_S = 4e-4                       # per optimizer step (zero_grad, clipping, metrics row)
+SPECTRAL_S = 2.5e-9                            # per H^3 and gate block: singular values + eigenvalues
+PROBE_STEP_S = 3.5e-5                          # per unrolled step, layer and (1 + gates): autograd ops
+PROBE_ELEMENT_S = 1.2e-8                       # per window, step, layer and gate unit: elementwise ops
+PROBE_CHECKPOINT_S = 0.1                       # per checkpoint: load it, summarise, write the tables
+JACOBIAN_S = 8e-9                              # per window-step Jacobian, x S^2.5 (S = H, LSTM: 2H)
+JACOBIAN_COST = {"gru": 1.5, "lstm": 1.2}      # x JACOBIAN_S: more gate terms (1 for one-gate RNNs)
+PROBE_CHUNK = 128                              # windows unrolled at once (rnngrad.probe.probe_model)
+JACOBIAN_CHUNK = 4                             # windows of Jacobians at once (probe._probe_jacobians)
+PROBE_TENSORS = 10                             # float64 (chunk, H) tensors per step, layer and (gate + 1)
+# S x S float64 tensors per window-step while the Jacobians of JACOBIAN_CHUNK windows are
+# formed (the Jacobians, their gate terms, running products), measured.
+JACOBIAN_TENSORS = {"lstm": 3.5, "gru": 6.5}   # 2.5 for one-gate RNNs
+EVAL_BATCH_SIZE = 10                           # columns of an evaluation (rnngrad.training.EVAL_BATCH_SIZE)
+STARTUP_S = 1.5                                # the job's script: Python, torch, token arrays
+SAFETY = 1.4                                   # the script's time estimate is multiplied by this
+MEM_SAFETY = 1.25                              # the script's memory estimate is multiplied by this
+BASE_MEM_MB = {"cpu": 350, "cuda": 3000}       # resident Python + torch (+ CUDA context)
+# A cluster job runs its script inside two Snakemake processes (the batch step and the
+# job step), which Snakemake's `benchmark:` does not see; measured with sacct (MaxRSS,
+# Elapsed) on the CI cluster: about 170 MB each and a few seconds to start.
+SNAKEMAKE_MB = 350
+SNAKEMAKE_S = 10.0
+MIN_RUNTIME_MIN = 5                            # floor for tiny jobs: start-up on a busy node, file systems
 
 
 def corpus_stats(stats_path: str | Path | None, level: str) -> dict:
@@ -105,34 +129,59 @@ def eval_tokens(cell: dict, training: dict, stats: dict) -> int:
 
 
 def training_seconds(cell: dict, training: dict, stats: dict, threads: int = 1) -> float:
-    """Expected wall time of one training run (before the safety factor)."""
+    """Expected wall time of the training script of one run (before the safety factor).
+
+    Per optimizer step of bptt x batch tokens: the matrix products (forward + backward),
+    the softmax over the vocabulary at every position, a fixed cost per time step and
+    layer, and one per update. Evaluation (validation every epoch, test once, in columns
+    of EVAL_BATCH_SIZE) is a forward pass: a third of the work per token, a quarter of the
+    overhead per step. Every `spectral_every` steps: the singular values and eigenvalues
+    of each H x H gate block.
+    """
     kind = device_kind(training.get("device", "auto"))
-    hidden, layers, vocab = cell["hidden_size"], cell["num_layers"], stats["vocab_size"]
+    hidden, layers, vocab, bptt = cell["hidden_size"], cell["num_layers"], stats["vocab_size"], cell["bptt"]
+    speedup = max(1, threads) ** 0.5 if kind == "cpu" else 1.0  # threads scale poorly at these sizes
+    per_token = (flops_per_token(cell["arch"], hidden, layers, vocab) / FLOPS[kind] + vocab * LOGIT_S[kind]) / speedup
     tokens = train_tokens(cell, training, stats)
-    flops = FLOPS[kind] * (max(1, threads) ** 0.5 if kind == "cpu" else 1)  # threads scale poorly
-    per_token = flops_per_token(cell["arch"], hidden, layers, vocab)
-    steps = math.ceil(tokens / (cell["bptt"] * cell["batch_size"]))
-    compute = tokens * per_token / flops + eval_tokens(cell, training, stats) * per_token / 3 / flops
-    overhead = steps * (cell["bptt"] * layers * STEP_OVERHEAD_S[kind] + UPDATE_OVERHEAD_S)
-    # Singular values and eigenvalues of every H x H gate block, every `spectral_every` steps.
-    spectral_flops = 30.0 * len(GATES[cell["arch"]]) * layers * hidden ** 3
-    spectral = math.ceil(steps / training.get("spectral_every", 50)) * spectral_flops / LAPACK_FLOPS
-    return STARTUP_S + compute + overhead + spectral
+    steps = math.ceil(tokens / (bptt * cell["batch_size"]))
+    train = tokens * per_token + steps * (bptt * layers * STEP_OVERHEAD_S[kind] + UPDATE_OVERHEAD_S)
+    evaluated = eval_tokens(cell, training, stats)
+    forwards = math.ceil(evaluated / (EVAL_BATCH_SIZE * bptt))
+    evaluation = evaluated * per_token / 3 + forwards * bptt * layers * STEP_OVERHEAD_S[kind] / 4
+    spectral_calls = math.ceil(steps / training.get("spectral_every", 50))
+    spectral = spectral_calls * SPECTRAL_S * len(GATES[cell["arch"]]) * layers * hidden ** 3
+    return STARTUP_S + train + evaluation + spectral
+
+
+def _runtime_min(seconds: float, attempt: int) -> int:
+    """Request in whole minutes for a script estimated at `seconds`: with the safety
+    factor and the job's Snakemake processes; `attempt` times as long for a retried job."""
+    return max(MIN_RUNTIME_MIN, math.ceil((seconds * SAFETY + SNAKEMAKE_S) * _grow(attempt) / 60))
+
+
+def _mem_mb(megabytes: float, attempt: int) -> int:
+    """Request in MB for a script estimated at `megabytes`: with the safety factor and the
+    job's Snakemake processes; half as much again per retry."""
+    return _round_up((megabytes * MEM_SAFETY + SNAKEMAKE_MB) * (1 + 0.5 * (max(1, attempt) - 1)), 100)
 
 
 def training_runtime(cell: dict, training: dict, stats: dict, threads: int = 1, attempt: int = 1) -> int:
     """Wall-time request of `train_model` in minutes."""
-    seconds = training_seconds(cell, training, stats, threads) * SAFETY * _grow(attempt)
-    return max(MIN_RUNTIME_MIN, math.ceil(seconds / 60))
+    return _runtime_min(training_seconds(cell, training, stats, threads), attempt)
 
 
 def training_mem_mb(cell: dict, training: dict, stats: dict, optimizer_states: int | None = None,
                     attempt: int = 1) -> int:
-    """Host memory request of `train_model` in MB.
+    """Host memory request of `train_model` in MB."""
+    return _mem_mb(training_script_mb(cell, training, stats, optimizer_states), attempt)
+
+
+def training_script_mb(cell: dict, training: dict, stats: dict, optimizer_states: int | None = None) -> float:
+    """Expected peak resident memory (MB) of the training script (before the safety factor).
 
     Parameters x (weights, gradients, optimizer state, checkpoint copy) + activations
     of one bptt x batch chunk (gates per layer and the logits with their gradient)
-    + the token arrays, times the safety factor, plus the runtime's resident size.
+    + the token arrays, plus the runtime's resident size.
     """
     kind = device_kind(training.get("device", "auto"))
     hidden, layers, vocab = cell["hidden_size"], cell["num_layers"], stats["vocab_size"]
@@ -143,61 +192,77 @@ def training_mem_mb(cell: dict, training: dict, stats: dict, optimizer_states: i
     positions = cell["bptt"] * max(cell["batch_size"], 1)
     activations = positions * (layers * (len(GATES[cell["arch"]]) + 2) * hidden + 3 * vocab) * BYTES * 2
     tokens = sum(stats["n_tokens"].values()) * 8 * 2  # int64 ids, plus a copy while batching
-    megabytes = (weights + activations + tokens) * SAFETY / 2**20
-    return _round_up((BASE_MEM_MB[kind] + megabytes) * (1 + 0.5 * (max(1, attempt) - 1)), 100)
+    return BASE_MEM_MB[kind] + (weights + activations + tokens) / 2**20
+
+
+def _state_size(arch: str, hidden: int) -> int:
+    """Rows of a per-step Jacobian: the hidden state, with the cell state for an LSTM."""
+    return 2 * hidden if arch == "lstm" else hidden
 
 
 def probe_seconds(cell: dict, probe: dict, training: dict, stats: dict, threads: int = 1) -> float:
-    """Expected wall time of probing every checkpoint of one run (before the safety factor).
+    """Expected wall time of the probe script of one run, every checkpoint (before the safety factor).
 
-    Per checkpoint: `windows` unrolls of burn_in + max_lag steps with a backward pass per
-    probed quantity (hidden state, cell state, input: counted as 3 backward passes), and
-    on `jacobian_windows` windows per-step Jacobians (H backward passes of one step) and
-    their running products and norms (a few H^3 per step). The probe runs on the CPU in
-    float64 whatever `training.device` says.
+    Per checkpoint, the windows are unrolled PROBE_CHUNK at a time for burn_in + max_lag + 1
+    steps in float64 with one forward and one backward pass: matrix products at half the
+    float32 rate, elementwise work per gate unit, and a fixed cost per step, layer and op
+    of the Python loop. Then on `jacobian_windows` windows (at most one chunk) every
+    layer's per-step Jacobians (S x S, S = H, or 2H for an LSTM's (h, c)), their spectral
+    norms and running products, which cost about S^2.5 here. The probe runs on the CPU
+    whatever `training.device` says.
     """
-    hidden, layers, vocab = cell["hidden_size"], cell["num_layers"], stats["vocab_size"]
-    gates = len(GATES[cell["arch"]])
+    arch, hidden, layers = cell["arch"], cell["hidden_size"], cell["num_layers"]
+    gates = len(GATES[arch])
     checkpoints = len(training.get("checkpoints", [0.0, 1.0]))
     length = probe["burn_in"] + probe["max_lag"] + 1
-    flops = FLOPS["cpu"] * max(1, threads) ** 0.5 / 2  # float64: half the float32 rate
-    per_token = flops_per_token(cell["arch"], hidden, layers, vocab)
-    unroll = probe["windows"] * length * per_token * 3 / flops
-    steps = probe["windows"] * length * layers * STEP_OVERHEAD_S["cpu"] * 3
-    jacobian_flops = (2 * gates + 45) * hidden ** 3 * layers
-    jacobian = probe.get("jacobian_windows", 0) * length * jacobian_flops / flops
-    return STARTUP_S + checkpoints * (unroll + steps + jacobian)
+    speedup = max(1, threads) ** 0.5
+    flops = 6 * gates * 2 * hidden * hidden * layers  # per window and step; the logits only at the last one
+    per_window_step = (flops / (FLOPS["cpu"] / 2) + layers * gates * hidden * PROBE_ELEMENT_S) / speedup
+    chunks = math.ceil(probe["windows"] / PROBE_CHUNK)
+    unroll = probe["windows"] * length * per_window_step + chunks * length * layers * (1 + gates) * PROBE_STEP_S
+    jacobian_windows = min(probe.get("jacobian_windows", 0), PROBE_CHUNK, probe["windows"])
+    jacobians = jacobian_windows * (probe["max_lag"] + 1) * layers
+    jacobian = jacobians * JACOBIAN_S * JACOBIAN_COST.get(arch, 1.0) * _state_size(arch, hidden) ** 2.5 / speedup
+    return STARTUP_S + checkpoints * (PROBE_CHECKPOINT_S + unroll + jacobian)
 
 
 def probe_runtime(cell: dict, probe: dict, training: dict, stats: dict, threads: int = 1,
                   attempt: int = 1) -> int:
     """Wall-time request of `probe_gradients` in minutes (the probe runs on the CPU)."""
-    seconds = probe_seconds(cell, probe, training, stats, threads) * SAFETY * _grow(attempt)
-    return max(MIN_RUNTIME_MIN, math.ceil(seconds / 60))
+    return _runtime_min(probe_seconds(cell, probe, training, stats, threads), attempt)
 
 
 def probe_mem_mb(cell: dict, probe: dict, training: dict, stats: dict, attempt: int = 1) -> int:
-    """Host memory request of `probe_gradients` in MB.
+    """Host memory request of `probe_gradients` in MB."""
+    return _mem_mb(probe_script_mb(cell, probe, training, stats), attempt)
 
-    The graph of all windows unrolled at once (gates, states and the logits of the last
-    step), a retained gradient per step and probed quantity, the per-step Jacobians
-    (jacobian_windows x max_lag x H x H) and the probe split's tokens.
+
+def probe_script_mb(cell: dict, probe: dict, training: dict, stats: dict) -> float:
+    """Expected peak resident memory (MB) of the probe script (before the safety factor).
+
+    The autograd graph of one chunk of windows (about PROBE_TENSORS float64 (windows, H)
+    tensors per step, layer and gate, plus one), the logits of its last step, the
+    per-step Jacobians of JACOBIAN_CHUNK windows with their intermediates, the probe
+    split's tokens, and the runtime's resident size.
     """
-    hidden, layers, vocab = cell["hidden_size"], cell["num_layers"], stats["vocab_size"]
-    gates = len(GATES[cell["arch"]])
-    params = parameter_count(cell["arch"], hidden, layers, vocab)
+    arch, hidden, layers, vocab = cell["arch"], cell["hidden_size"], cell["num_layers"], stats["vocab_size"]
+    gates = len(GATES[arch])
+    params = parameter_count(arch, hidden, layers, vocab)
     length = probe["burn_in"] + probe["max_lag"] + 1
-    graph = probe["windows"] * length * layers * (gates + 2 + 3) * hidden * BYTES_PROBE * 2
-    logits = probe["windows"] * vocab * BYTES_PROBE * 3
-    jacobians = probe.get("jacobian_windows", 0) * length * hidden * hidden * BYTES_PROBE * (gates + 2)
+    chunk = min(probe["windows"], PROBE_CHUNK)
+    graph = chunk * length * layers * (gates + 1) * PROBE_TENSORS * hidden * BYTES_PROBE
+    logits = chunk * vocab * BYTES_PROBE * 3
+    jacobian_windows = min(probe.get("jacobian_windows", 0), JACOBIAN_CHUNK)
+    jacobians = jacobian_windows * (probe["max_lag"] + 1) * _state_size(arch, hidden) ** 2 * BYTES_PROBE \
+        * JACOBIAN_TENSORS.get(arch, 2.5)
     tokens = stats["n_tokens"][probe.get("split", "valid")] * 8
-    megabytes = (params * BYTES_PROBE * 3 + graph + logits + jacobians + tokens) * SAFETY / 2**20
-    return _round_up((BASE_MEM_MB["cpu"] + megabytes) * (1 + 0.5 * (max(1, attempt) - 1)), 100)
+    return BASE_MEM_MB["cpu"] + (params * BYTES_PROBE * 3 + graph + logits + jacobians + tokens) / 2**20
 
 
 # Light rules run in the submitting process (localrules); their requests matter only when
 # a local run limits memory (`--resources mem_mb=...`) or a user makes them cluster jobs.
 LIGHT_RESOURCES = {"mem_mb": 2000, "runtime": 15}
+LIGHT_SAFETY, LIGHT_STARTUP_S = 2.0, 60.0  # not measured: the collection rules run once, on the login node
 
 
 def training_steps(cell: dict, training: dict, stats: dict) -> int:
@@ -212,8 +277,8 @@ def collect_resources(cells: list[dict], training: dict, stats: dict) -> dict:
     """
     rows = sum(training_steps(cell, training, stats) for cell in cells)
     megabytes = rows * 30 * 8 * 4 / 2**20
-    seconds = STARTUP_S + len(cells) * 0.05 + rows / 2e4
+    seconds = LIGHT_STARTUP_S + len(cells) * 0.05 + rows / 2e4
     return {
-        "mem_mb": _round_up(LIGHT_RESOURCES["mem_mb"] + megabytes * SAFETY, 100),
-        "runtime": max(LIGHT_RESOURCES["runtime"], math.ceil(seconds * SAFETY / 60)),
+        "mem_mb": _round_up(LIGHT_RESOURCES["mem_mb"] + megabytes * LIGHT_SAFETY, 100),
+        "runtime": max(LIGHT_RESOURCES["runtime"], math.ceil(seconds * LIGHT_SAFETY / 60)),
     }

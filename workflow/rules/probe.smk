@@ -21,6 +21,8 @@ rule probe_gradients:
         jacobians=f"{RUN}/probe/jacobian_steps.csv",
     log:
         f"{RESULTS}/logs/probe_gradients/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/probe_gradients/{{run}}.tsv"  # wall time, peak memory: benchmarks/resource_fit.py
     conda:
         "../../envs/rnngrad.yaml"
     threads: config["probe"]["threads"]

@@ -21,6 +21,8 @@ rule train_model:
         checkpoints=directory(f"{RUN}/checkpoints"),
     log:
         f"{RESULTS}/logs/train_model/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_model/{{run}}.tsv"  # wall time, peak memory: benchmarks/resource_fit.py
     conda:
         "../../envs/rnngrad.yaml"
     threads: config["training"]["threads"]  # on a cluster: --cpus-per-task
