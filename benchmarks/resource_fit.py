@@ -104,15 +104,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="results_dir of a finished grid")
     parser.add_argument("--config", type=Path, nargs="+", help="the grid's --configfile file(s): "
-                        "as Snakemake, each updates config/config.yaml and the ones before it (default: "
+                        "as Snakemake, each updates the ones before it (default: "
                         "<results>/config.yaml, the effective config that `snakemake all` writes)")
     parser.add_argument("--data-dir", type=Path, help="where the corpus was tokenised (default: the config's)")
     parser.add_argument("--jobs", action="store_true", help="also print every job")
     args = parser.parse_args(argv)
 
-    # As Snakemake: the Snakefile's config/config.yaml, then each --configfile over it.
+    # As Snakemake: each --configfile over the ones before it (config/config.yaml is read only without one).
     config = {}
-    for path in [REPO / "config" / "config.yaml", *args.config] if args.config else [args.results / "config.yaml"]:
+    for path in args.config or [args.results / "config.yaml"]:
         if not path.is_file():
             raise SystemExit(f"config {path} does not exist: pass the grid's config with --config")
         update(config, yaml.safe_load(path.read_text()) or {})
