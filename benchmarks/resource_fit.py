@@ -35,7 +35,6 @@ from rnngrad import resources as res
 from rnngrad.config import validate_config
 from rnngrad.grid import expand_grid, run_path
 
-REPO = Path(__file__).resolve().parents[1]
 RULES = ("train_model", "probe_gradients")
 
 
