@@ -146,8 +146,11 @@ def test_config_yaml_keys_exist_in_schema():
     stated = _keys(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     assert stated, "config/config.yaml is empty"
     assert stated <= _schema_keys(load_schema())
-    # And it states every top-level section the schema has, so it reads as documentation.
-    assert {key for key in stated if len(key) == 1} == {key for key in _schema_keys(load_schema()) if len(key) == 1}
+    # And it states every top-level section a language-model run has, so it reads as documentation
+    # (config/long_range.yaml documents the task section, which only task runs have).
+    sections = load_schema()["properties"]
+    assert {key for key in stated if len(key) == 1} == {
+        (key,) for key, sub in sections.items() if sub.get("x-only", "corpus") == "corpus"}
 
 
 def test_shipped_configs_point_at_the_schema():

@@ -4,6 +4,9 @@ Parameter names and shapes are those of `torch.nn.RNN` / `nn.LSTM` / `nn.GRU`
 (`rnn.weight_ih_l0`, `rnn.weight_hh_l0`, `rnn.bias_ih_l0`, `rnn.bias_hh_l0`, ...)
 plus `embedding.weight`, `decoder.weight`, `decoder.bias`, so every checkpoint
 loads into plain torch.nn modules. Tensors are sequence-first: (time, batch).
+A task with real-valued inputs (the adding problem) reads them with a linear layer
+instead of the embedding, under the same name (`embedding.weight` (H, features),
+`embedding.bias`); its head `decoder` is nn.Linear(H, output_size).
 """
 
 from __future__ import annotations
@@ -76,14 +79,23 @@ def make_recurrent(arch: str, input_size: int, hidden_size: int, num_layers: int
 
 
 class RNNModel(nn.Module):
-    """A word- or character-level language model around one recurrent stack."""
+    """A word- or character-level language model around one recurrent stack.
 
-    def __init__(self, arch: str, vocab_size: int, hidden_size: int, num_layers: int = 1):
+    For the long-range tasks (rnngrad.tasks): `input_features` real inputs per step are read
+    by nn.Linear(input_features, H) instead of nn.Embedding(vocab_size, H), and the head
+    has `output_size` outputs instead of vocab_size.
+    """
+
+    def __init__(self, arch: str, vocab_size: int | None, hidden_size: int, num_layers: int = 1,
+                 input_features: int | None = None, output_size: int | None = None):
         super().__init__()
         self.arch, self.hidden_size, self.num_layers = arch, hidden_size, num_layers
-        self.embedding = nn.Embedding(vocab_size, hidden_size)
+        if input_features is None:
+            self.embedding = nn.Embedding(vocab_size, hidden_size)
+        else:
+            self.embedding = nn.Linear(input_features, hidden_size)
         self.rnn = make_recurrent(arch, hidden_size, hidden_size, num_layers)
-        self.decoder = nn.Linear(hidden_size, vocab_size)
+        self.decoder = nn.Linear(hidden_size, output_size or vocab_size)
 
     def init_hidden(self, batch_size: int):
         weight = self.decoder.weight
@@ -91,7 +103,7 @@ class RNNModel(nn.Module):
         return (zeros, zeros.clone()) if self.arch == "lstm" else zeros
 
     def forward(self, tokens: torch.Tensor, hidden):
-        """tokens (T, B) -> logits (T, B, vocab), next hidden state."""
+        """tokens (T, B) (or real inputs (T, B, features)) -> logits (T, B, outputs), next hidden state."""
         output, hidden = self.rnn(self.embedding(tokens), hidden)
         return self.decoder(output), hidden
 
@@ -129,6 +141,8 @@ def build_model(
     forget_bias: float | str = 1.0,
     init_range: float | None = None,
     seed: int = 0,
+    input_features: int | None = None,
+    output_size: int | None = None,
     **_ignored,
 ) -> RNNModel:
     """Build and initialise a model; the same arguments and seed give the same weights.
@@ -140,7 +154,7 @@ def build_model(
     may be passed) are ignored.
     """
     torch.manual_seed(seed)
-    model = RNNModel(arch, vocab_size, hidden_size, num_layers)
+    model = RNNModel(arch, vocab_size, hidden_size, num_layers, input_features, output_size)
     generator = torch.Generator().manual_seed(seed + 1)
     if init_range is not None:
         for param in model.parameters():
@@ -201,7 +215,8 @@ def load_checkpoint(path, map_location="cpu") -> tuple[RNNModel, dict]:
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
         raise DamagedCheckpointError(damaged_checkpoint_message(path, error)) from error
     hparams = checkpoint["hparams"]
-    model = RNNModel(hparams["arch"], hparams["vocab_size"], hparams["hidden_size"], hparams["num_layers"])
+    model = RNNModel(hparams["arch"], hparams["vocab_size"], hparams["hidden_size"], hparams["num_layers"],
+                     hparams.get("input_features"), hparams.get("output_size"))
     model.load_state_dict(checkpoint["state_dict"])
     return model, checkpoint
 
