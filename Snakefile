@@ -28,8 +28,9 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/config.smk"
 include: "workflow/rules/resources.smk"
-if not TASK_RUN:  # a task run generates its sequences: no corpus to fetch
 
+
+if not TASK_RUN:  # a task run generates its sequences: no corpus to fetch
 
     include: "workflow/rules/corpus.smk"
 

@@ -4,6 +4,7 @@ from rnngrad.config import run_kind, validate_config
 from rnngrad.figures import FIGURES, code_files, figures_for
 from rnngrad.grid import expand_grid, run_path
 from rnngrad.tables import tables_for
+from rnngrad.tasks import settings_for
 
 # Fails before any job runs, naming the bad key and the allowed values.
 _validated = validate_config(config)
@@ -38,6 +39,11 @@ def package_file(name):
 
 def get_cell(wildcards):
     return CELLS[wildcards.run]
+
+
+def get_task_settings(wildcards):
+    """The task section's keys that define this run (the copy task's shape does not concern the adding problem)."""
+    return settings_for(CELLS[wildcards.run]["task"], TASK)
 
 
 def token_files(directory):

@@ -4,28 +4,21 @@
 # those reruns nothing. Collection code (collect.py) is not an input of train_model.
 
 from rnngrad.job_keys import result_settings
-from rnngrad.tasks import settings_for
 
 
 localrules:
     collect_runs,
 
 
-def get_task_settings(wildcards):
-    """The task section's keys that define this run (the copy task's shape does not concern the adding problem)."""
-    return settings_for(CELLS[wildcards.run]["task"], TASK)
-
-
 rule train_model:
     input:
         **token_files(TOKENS),
-        code=[package_file("model.py"), package_file("training.py")]
-        + ([package_file("tasks.py")] if TASK_RUN else []),
+        code=[package_file("model.py"), package_file("training.py")] + ([package_file("tasks.py")] if TASK_RUN else []),
     output:
+        **({"evaluations": f"{RUN}/evaluations.csv"} if TASK_RUN else {}),  # test metrics per checkpoint
         summary=f"{RUN}/summary.json",
         metrics=f"{RUN}/metrics.csv",
         epochs=f"{RUN}/epochs.csv",
-        **({"evaluations": f"{RUN}/evaluations.csv"} if TASK_RUN else {}),  # test metrics per checkpoint
         checkpoints=directory(f"{RUN}/checkpoints"),
     log:
         f"{RESULTS}/logs/train_model/{{run}}.log",
@@ -37,26 +30,26 @@ rule train_model:
         runtime=get_train_runtime,  # grows with attempt: a timed-out run resumes with more
         gpu=GPUS,
     params:
-        cell=get_cell,
-        training=result_settings("training", config["training"]),
         # what the run reads: its task's settings, or the corpus
         **({"task": get_task_settings} if TASK_RUN else {"corpus": CORPUS, "level": LEVEL}),
+        cell=get_cell,
+        training=result_settings("training", config["training"]),
     script:
         "../scripts/train_model.py"
 
 
 rule collect_runs:
     input:
+        **({"evaluations": run_files("evaluations.csv")} if TASK_RUN else {}),
         summaries=run_files("summary.json"),
         epochs=run_files("epochs.csv"),
         metrics=run_files("metrics.csv"),
-        **({"evaluations": run_files("evaluations.csv")} if TASK_RUN else {}),
         code=package_file("collect.py"),
     output:
+        **({"evaluations": f"{RESULTS}/tables/task_evaluations.csv"} if TASK_RUN else {}),
         runs=f"{RESULTS}/tables/runs.csv",
         epochs=f"{RESULTS}/tables/epochs.csv",
         steps=f"{RESULTS}/tables/training_steps.csv",
-        **({"evaluations": f"{RESULTS}/tables/task_evaluations.csv"} if TASK_RUN else {}),
     log:
         f"{RESULTS}/logs/collect_runs.log",
     conda:
