@@ -27,7 +27,7 @@ from conftest import ROOT, job_counts, launch_training, run_snakemake, saved_ste
 from matplotlib.colors import to_rgba  # noqa: E402
 from torch import nn  # noqa: E402
 
-from rnngrad import figures, probe, tables, tasks, training  # noqa: E402
+from rnngrad import figures, probe, resources, tables, tasks, training  # noqa: E402
 from rnngrad.config import ConfigError, validate_config  # noqa: E402
 from rnngrad.grid import expand_grid, normalise_cell, parse_run_path, run_path  # noqa: E402
 from rnngrad.model import build_model, load_checkpoint  # noqa: E402
@@ -171,6 +171,22 @@ def test_bad_task_config_fails_before_any_job(tmp_path):
     assert done.returncode != 0
     assert "config key task.copy_length: 10 is longer than T = 4 allows" in done.stdout + done.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_task_runs_are_sized_by_their_sequences():
+    config = task_config(name=["adding", "copy"], T=[20, 200], steps=3000, test_size=1000)
+
+    def request(name, T, arch="gru"):
+        cell, settings, probe_settings, stats = resources.task_sizing(make_cell(name, T, arch=arch), config["training"],
+                                                                      config["probe"], config["task"])
+        assert cell["bptt"] == tasks.sequence_length(name, T, 3) and probe_settings["max_lag"] == cell["bptt"] - 1
+        assert stats["n_tokens"]["train"] == 3000 * 8 * cell["bptt"]
+        return (resources.training_seconds(cell, settings, stats), resources.training_mem_mb(cell, settings, stats),
+                resources.probe_seconds(cell, probe_settings, settings, stats))
+
+    long, short = request("adding", 200), request("adding", 20)
+    assert long[0] > short[0] and long[1] > short[1] and long[2] > short[2]
+    assert request("copy", 200)[0] > long[0], "T + 6 steps and a wider head"
 
 
 # ---------------------------------------------------------------- training

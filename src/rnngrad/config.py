@@ -156,8 +156,9 @@ def _check_corpus(config: dict) -> None:
             "give a url or path for each of train, valid and test (only 'ptb' is built in)"
         )
     for i, pattern in enumerate(config["exclude"]):
-        for key in set(pattern) & set(TASK_KEYS):
-            raise ConfigError(f"config key exclude.{i}.{key}: applies to task runs only, and this config is a "
+        wrong = sorted(set(pattern) & set(TASK_KEYS))
+        if wrong:
+            raise ConfigError(f"config key exclude.{i}.{wrong[0]}: applies to task runs only, and this config is a "
                               "corpus run (it has no `task` section)")
     first, last = config["probe"]["fit_lags"]
     if not first < last <= config["probe"]["max_lag"]:
@@ -176,9 +177,10 @@ def _check_task(config: dict) -> None:
     except TaskError as error:
         raise ConfigError(str(error)) from None
     for i, pattern in enumerate(config["exclude"]):
-        for key in sorted(set(pattern) & set(CORPUS_ONLY_GRID_KEYS)):
-            raise ConfigError(f"config key exclude.{i}.{key}: applies to language-model (corpus) runs only, and this "
-                              "config is a task run (it has a `task` section)")
+        wrong = sorted(set(pattern) & set(CORPUS_ONLY_GRID_KEYS))
+        if wrong:
+            raise ConfigError(f"config key exclude.{i}.{wrong[0]}: applies to language-model (corpus) runs only, and "
+                              "this config is a task run (it has a `task` section)")
     if config["probe"]["windows"] > task["test_size"]:
         raise ConfigError(f"config key probe.windows: {config['probe']['windows']} test sequences to probe, but "
                           f"task.test_size is {task['test_size']}; allowed values are 1..{task['test_size']}")
