@@ -420,8 +420,12 @@ def test_the_long_range_table_lists_seeds_in_order_and_counts_the_solved(tmp_pat
     assert lstm10["ratios"] == "2.0e-03 / 4.0e-03" and lstm10["solved"] == 2 and lstm10["first_solved"] == "50 / 50"
     assert lstm10["dep_log10_init"] == pytest.approx(np.median([-0.5, 0.5])) and lstm10["dep_lag"] == 9
     assert table.iloc[0]["ratio_mean"] == pytest.approx((0.95 + 1.02) / 2)
+    runs["T"] = runs["T"].replace({10: 100, 40: 20})  # numbers sort as numbers, not as text
+    runs["run"] = [run_path(row) for row in runs.to_dict("records")]
+    table = tables.long_range_table(through_csv(runs, tmp_path / "r.csv"))
+    assert table["T"].tolist() == [20, 20, 100, 100] and np.isnan(table["dep_log10_init"]).all()
     text = tables.display_long_range(table)
-    assert text.loc[1, "solved"] == "2/2" and text.loc[1, "first solved at step"] == "50 / 50"
+    assert text.loc[3, "solved"] == "2/2" and text.loc[3, "first solved at step"] == "50 / 50"
 
 
 # ---------------------------------------------------------------- the pipeline

@@ -17,6 +17,7 @@ select the same runs and summarise them the same way:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator
 
 import numpy as np
@@ -80,8 +81,9 @@ def group_cells(frame: pd.DataFrame, keys: list[str]) -> Iterator[tuple[dict, pd
 
 
 def value_sort_key(value):
-    """Numbers numerically before text (None, 'na', 'orthogonal'), text alphabetically."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """Numbers (numpy's too: a DataFrame row holds np.int64) numerically before text (None, 'na',
+    'orthogonal'), text alphabetically."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         return (0, float(value), "")
     return (1, 0.0, format_value(value))
 

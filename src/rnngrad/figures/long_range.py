@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from rnngrad.figures.registry import category
 from rnngrad.figures.style import (
@@ -56,6 +56,15 @@ def _task_runs(runs: pd.DataFrame, reference: bool = True) -> pd.DataFrame:
     frame["solved"] = frame["solved"].astype(str).str.lower().eq("true")
     frame.attrs["chosen"] = chosen
     return frame
+
+
+def _ratio_ticks(ax) -> None:
+    """Log y axis labels: style.log_ticks, with every 1..9 x 10^n labelled when the range is under a decade."""
+    log_ticks(ax)
+    low, high = ax.get_ylim()
+    if low > 0 and high / low < 10:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=np.arange(1.0, 10.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def _positive(values) -> np.ndarray:
@@ -106,7 +115,7 @@ def learnable_dependency_length(runs):
         ax.set_xticks(np.asarray(values, dtype=float), [f"{v:g}" for v in values])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("dependency length T")
-        log_ticks(ax)
+        _ratio_ticks(ax)
         ax.set_title(TASK_TITLES[task])
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("final test loss / baseline")
@@ -157,14 +166,14 @@ def task_learning_curves(task_evaluations, runs):
             if task == "adding":
                 ax.axhline(0.01, color="0.3", linestyle=":", linewidth=0.8)
             ax.set_yscale("log")
-            log_ticks(ax)
+            _ratio_ticks(ax)
             ax.set_title(f"{TASK_TITLES[task]}, T = {T:g}", fontsize=7)
             if row == len(tasks) - 1:
                 ax.set_xlabel("training step")
             if col == 0:
                 ax.set_ylabel("test MSE" if task == "adding" else "test cross-entropy / step")
-    axes[0, 0].legend(handles=arch_handles(present, [Line2D([], [], color="0.3", linestyle="--", label="baseline")]),
-                      loc="lower left", fontsize=6)
+    fig.legend(handles=arch_handles(present, [Line2D([], [], color="0.3", linestyle="--", label="baseline")]),
+               loc="outside right upper", fontsize=6)
     footer(fig, join_notes("One line per seed: test loss on the fixed test set at every checkpoint; dashed: the "
                            "memoryless baseline; dotted (adding): the solved threshold, MSE 0.01",
                            slice_note(frame.attrs["chosen"])))
@@ -203,7 +212,7 @@ def gradient_bridge(gradient_summary, runs):
     ax.axhline(1.0, color="0.3", linestyle="--", linewidth=0.8)
     ax.axhline(ADDING_SOLVED_RATIO, color="0.3", linestyle=":", linewidth=0.8)
     ax.set_yscale("log")
-    log_ticks(ax)
+    _ratio_ticks(ax)
     powers_of_ten(ax, "x")
     ax.set_xlabel("g(k_dep) / g(0) at initialisation")
     ax.set_ylabel("final test loss / baseline")
