@@ -267,7 +267,7 @@ def test_a_category_belongs_to_one_module():
         category("Theory")(("runs",), "x")(stray)
     stray.__module__ = "rnngrad.figures.theory"
     with pytest.raises(ValueError, match="module rnngrad.figures.theory holds category 'Theory'"):
-        category("Long-range tasks")(("runs",), "x")(stray)
+        category("Not a category")(("runs",), "x")(stray)
     assert "stray" not in figures.FIGURES
     with pytest.raises(ValueError, match="no_such_table"):
         category("Theory")(("no_such_table",), "x")
