@@ -28,7 +28,13 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/config.smk"
 include: "workflow/rules/resources.smk"
-include: "workflow/rules/corpus.smk"
+
+
+if not TASK_RUN:  # a task run generates its sequences: no corpus to fetch
+
+    include: "workflow/rules/corpus.smk"
+
+
 include: "workflow/rules/training.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/figures.smk"

@@ -4,6 +4,7 @@
     python benchmarks/training_speed.py --threads 2 --repeats 5
     python benchmarks/training_speed.py --wall          # wall clock, 1 and 2 threads, job environment
     python benchmarks/training_speed.py --remedies      # orthogonal RNN, IndRNN, LRU against nn.RNN; LRU recurrence
+    python benchmarks/training_speed.py --tasks         # long-range task runs (adding, copy at T = 100)
 
 "ours" is rnngrad.training.Trainer.run (forward, backward, clipping, SGD, per-step
 metrics, divergence check, spectral stats of W_hh every `--spectral-every` steps);
@@ -19,6 +20,13 @@ alternate, and each reports its median over `--repeats`. Goal: ours/bare >= 0.95
 Columns: `ours` with spectral stats every `--spectral-every` steps, `ours-nospec`
 without them, so that the loop's own bookkeeping and the optional eigendecompositions
 show separately; `spec/run` says how many spectral computations each run made.
+
+`--tasks` compares a task run (rnngrad.training.TaskTrainer.run: a fresh seeded batch
+per step, full BPTT from a zero state, the task's loss, clipping, Adam, per-step
+metrics; test evaluations at checkpoints are outside the timed steps) with a bare loop
+around the same input layer, fused recurrent module and head that draws the same
+batches (rnngrad.tasks.training_batch) and takes the same steps, nothing recorded.
+Tokens are sequence steps. Goal: ours/bare >= 0.9.
 
 `--wall` measures what a user waits for: wall-clock tokens/s, each measurement in a
 fresh process whose environment is set before torch loads: `job` is what a training
@@ -53,11 +61,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rnngrad import tasks
 from rnngrad.config import validate_config
 from rnngrad.grid import ALL_ARCHS, REMEDY_ARCHS, normalise_cell
 from rnngrad.model import build_model, linear_loop, linear_recurrence
 from rnngrad.threads import available_cpus, job_environment
-from rnngrad.training import Trainer, batch_starts, batchify, detach, get_batch
+from rnngrad.training import TaskTrainer, Trainer, batch_starts, batchify, detach, get_batch
 
 SIZES = {
     # name: (vocab, hidden, layers, bptt, batch, measured steps)
@@ -157,6 +166,76 @@ def concurrent(loop: str, size: str, arch: str, threads: int, jobs: int, env: di
 
 
 ENV_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
+# Task runs: (task, T, hidden, batch, measured steps), as config/long_range.yaml trains them.
+TASK_SIZES = {"adding": ("adding", 100, 64, 32, 60), "copy": ("copy", 100, 64, 32, 40)}
+
+
+def task_setup(size: str, arch: str, steps: int, spectral_every: int):
+    name, T, hidden, batch, _ = TASK_SIZES[size]
+    config = validate_config({"task": {"name": [name], "T": [T], "steps": steps, "valid_size": 10, "test_size": 10},
+                              "training": {"checkpoints": [1.0], "spectral_every": spectral_every},
+                              "probe": {"windows": 10}})
+    cell = {**make_cell(arch, hidden, 1, "na", batch), "task": name, "T": T, "optimizer": "adam", "lr": 1e-3,
+            "clip": 1.0, "epochs": "na"}
+    return cell, config
+
+
+def ours_task(size, arch, steps, spectral_every, clock=time.process_time) -> float:
+    """Tokens (sequence steps) per second of `clock` of TaskTrainer.run over `steps` steps."""
+    cell, config = task_setup(size, arch, steps, spectral_every)
+    trainer = TaskTrainer(cell, config["training"], config["task"], device="cpu", log=lambda line: None,
+                          log_every_s=1e9)
+    trainer.clock = clock
+    trainer.run(partial=None)
+    assert trainer.progress.step == steps and trainer.progress.status == "ok"
+    return trainer.progress.tokens / trainer.progress.train_s
+
+
+def bare_task(size, arch, steps, clock=time.process_time) -> float:
+    """Tokens per second of `clock` of a plain loop: same batches, modules, loss, clipping and Adam."""
+    cell, config = task_setup(size, arch, steps, 10 ** 9)
+    name, T, shape = cell["task"], cell["T"], tasks.settings_for(cell["task"], config["task"])
+    shape = {key: shape[key] for key in ("copy_length", "copy_symbols") if key in shape}
+    model = build_model(**cell, **tasks.model_shape(name, **shape))
+    params = list(model.parameters())
+    optimizer = torch.optim.Adam(params, lr=cell["lr"])
+    tokens, start = 0, clock()
+    for step in range(steps):
+        inputs, targets = tasks.training_batch(name, T, cell["batch_size"], 0, 0, step, **shape)
+        inputs = torch.from_numpy(inputs).transpose(0, 1).contiguous()
+        output, _ = model.rnn(model.embedding(inputs))
+        logits = model.decoder(output)
+        if name == "adding":
+            loss = F.mse_loss(logits[-1, :, 0], torch.from_numpy(targets))
+        else:
+            loss = F.cross_entropy(logits.flatten(0, 1), torch.from_numpy(targets).t().flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cell["clip"])
+        optimizer.step()
+        tokens += inputs.shape[0] * inputs.shape[1]
+    return tokens / (clock() - start)
+
+
+def task_speeds(args) -> None:
+    """CPU-time table of task runs: ours against the bare loop, per task and arch."""
+    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}, "
+          f"spectral stats every {args.spectral_every} steps; tokens = sequence steps")
+    print(f"{'task':<8} {'arch':<12} {'bare tok/s':>11} {'ours tok/s':>11} {'ratio':>6}")
+    ratios = []
+    for size in args.sizes:
+        steps = TASK_SIZES[size][-1]
+        for arch in args.archs:
+            ours_task(size, arch, 2, args.spectral_every), bare_task(size, arch, 2)  # warm up
+            runs = {"bare": [], "ours": []}
+            for _ in range(args.repeats):
+                runs["bare"].append(bare_task(size, arch, steps))
+                runs["ours"].append(ours_task(size, arch, steps, args.spectral_every))
+            speed = {name: statistics.median(values) for name, values in runs.items()}
+            ratios.append(speed["ours"] / speed["bare"])
+            print(f"{size:<8} {arch:<12} {speed['bare']:>11,.0f} {speed['ours']:>11,.0f} {ratios[-1]:>6.3f}",
+                  flush=True)
+    print(f"ours/bare: geometric mean {float(np.exp(np.mean(np.log(ratios)))):.3f}, min {min(ratios):.3f}")
 
 
 def wall(args) -> None:
@@ -249,7 +328,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--spectral-every", type=int, default=20, help="as training.spectral_every")
     parser.add_argument("--archs", nargs="+", default=None, help="default: every arch (CPU time), lstm (--wall)")
-    parser.add_argument("--sizes", nargs="+", default=None, choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=None, choices=list(SIZES) + list(TASK_SIZES))
+    parser.add_argument("--tasks", action="store_true", help="long-range task runs (sizes: adding, copy)")
     parser.add_argument("--wall", action="store_true", help="wall clock, in the job's environment")
     parser.add_argument("--remedies", action="store_true",
                         help="orthogonal RNN, IndRNN, LRU against nn.RNN of the same size; the LRU's recurrence")
@@ -270,10 +350,13 @@ def main(argv=None):
         args.archs, args.sizes = args.archs or ["lstm"], args.sizes or ["zaremba"]
         return wall(args)
     args.threads = (args.threads or [1])[0]
-    args.archs, args.sizes = args.archs or list(ALL_ARCHS), args.sizes or ["ptb-small", "char"]
     torch.set_num_threads(args.threads)
     if args.remedies:
         return remedies(args)
+    if args.tasks:
+        args.archs, args.sizes = args.archs or ["rnn_tanh", "irnn", "lstm", "gru"], args.sizes or list(TASK_SIZES)
+        return task_speeds(args)
+    args.archs, args.sizes = args.archs or list(ALL_ARCHS), args.sizes or ["ptb-small", "char"]
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}, "
           f"spectral stats every {args.spectral_every} steps")
     print(f"{'size':<10} {'arch':<12} {'bare tok/s':>11} {'ours tok/s':>11} {'ratio':>6} "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -53,3 +55,25 @@ def private_checkout(destination: Path) -> Path:
         shutil.copytree(ROOT / part, destination / part, ignore=ignore)
     shutil.copy2(ROOT / "Snakefile", destination / "Snakefile")
     return destination / "Snakefile"
+
+
+def launch_training(cell: dict, settings: dict, token_dir, run_dir, save_every_s: float = 60.0,
+                    task: dict | None = None) -> subprocess.Popen:
+    """train_run in a child process (one thread, CPU), so a test can SIGKILL it; `task` for a task run."""
+    code = (
+        "import json, sys, torch; from rnngrad.training import train_run; "
+        "cell, settings, tokens, run, every, task = json.loads(sys.argv[1]); "
+        "train_run(cell, settings, tokens, run, task=task, threads=1, device='cpu', save_every_s=every)"
+    )
+    payload = json.dumps([cell, settings, None if token_dir is None else str(token_dir), str(run_dir), save_every_s,
+                          task])
+    return subprocess.Popen([sys.executable, "-c", code, payload], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def saved_step(state_path) -> int | None:
+    """The step of a run's resume state, None while there is none (or it is being replaced)."""
+    try:
+        return torch.load(state_path, weights_only=False)["progress"]["step"]
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return None

@@ -18,14 +18,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(path.name for path in (ROOT / "config").glob("*.yaml"))
 
 
-def with_schema_defaults(schema: dict, value: dict) -> dict:
-    """`value` with every key it leaves out set to the schema's default, section by section."""
+def with_schema_defaults(schema: dict, value: dict, kind: str | None = None) -> dict:
+    """`value` with every key it leaves out set to the schema's default, section by section.
+
+    A key the schema marks `x-only: corpus` or `x-only: task` gets its default only in a
+    config of that kind (a task config is one with a `task` section).
+    """
+    kind = kind or ("task" if "task" in value else "corpus")
     filled = dict(value)
     for name, subschema in schema.get("properties", {}).items():
-        if name not in filled and "default" in subschema:
+        if name not in filled and "default" in subschema and subschema.get("x-only", kind) == kind:
             filled[name] = subschema["default"]
         if "properties" in subschema and isinstance(filled.get(name), dict):
-            filled[name] = with_schema_defaults(subschema, filled[name])
+            filled[name] = with_schema_defaults(subschema, filled[name], kind)
     return filled
 
 

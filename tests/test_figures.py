@@ -38,6 +38,7 @@ EXPECTED_FIGURES = {
     "theory_vs_measurement", "grid_heatmaps", "training_dynamics", "learning_curves",
     "temporal_contributions", "horizon_vs_quality",
 }
+CORPUS_FIGURES = set(figures.figures_for("corpus"))  # a language-model grid draws these
 DEGENERATE = {
     "one_seed_one_hidden": {"seed": [0], "hidden_size": [64], "clip": [5.0]},
     "no_lstm": {"arch": ["rnn_tanh", "gru"], "seed": [0], "hidden_size": [32], "forget_bias": [1.0]},
@@ -79,7 +80,8 @@ def texts(fig) -> str:
 
 
 def test_registry_has_every_figure_with_known_tables():
-    assert set(figures.FIGURES) == EXPECTED_FIGURES
+    assert set(figures.figures_for("corpus")) == EXPECTED_FIGURES
+    assert set(figures.FIGURES) == EXPECTED_FIGURES | set(figures.figures_for("task"))  # tests/test_long_range.py
     for spec in figures.FIGURES.values():
         assert spec.tables and set(spec.tables) <= set(figures.TABLES)
         assert spec.category and spec.subcategory
@@ -235,7 +237,7 @@ def test_one_module_per_report_category():
         assert spec.module == spec.function.__module__
     assert all(len(m) == 1 for m in modules.values()), modules
     assert len({m for ms in modules.values() for m in ms}) == len(modules), "a module holds one category"
-    assert set(modules) == {"Gradient vs distance", "Theory", "Grid", "Training", "Quality"}
+    assert set(modules) == {"Gradient vs distance", "Theory", "Grid", "Training", "Quality", "Long-range tasks"}
 
 
 def test_category_modules_import_only_the_shared_code():
@@ -265,7 +267,7 @@ def test_a_category_belongs_to_one_module():
         category("Theory")(("runs",), "x")(stray)
     stray.__module__ = "rnngrad.figures.theory"
     with pytest.raises(ValueError, match="module rnngrad.figures.theory holds category 'Theory'"):
-        category("Long-range tasks")(("runs",), "x")(stray)
+        category("Not a category")(("runs",), "x")(stray)
     assert "stray" not in figures.FIGURES
     with pytest.raises(ValueError, match="no_such_table"):
         category("Theory")(("no_such_table",), "x")
@@ -562,7 +564,7 @@ def test_editing_figures_reruns_only_figure_jobs(tmp_path):
 
     run()
     results = work / "results"
-    for name in figures.FIGURES:
+    for name in CORPUS_FIGURES:
         assert (results / "figures" / f"{name}.png").stat().st_size > 5_000
         assert (results / "figures" / f"{name}.pdf").exists()
     for name in tables.PAPER_TABLES:
@@ -575,9 +577,9 @@ def test_editing_figures_reruns_only_figure_jobs(tmp_path):
     jobs, drawn = edit("figures/theory.py", "forbidden by the bound", "excluded by the bound")
     assert drawn == theory and jobs == {"plot_figure": 2}
     jobs, drawn = edit("figures/style.py", '"lines.linewidth": 1.3', '"lines.linewidth": 1.4')
-    assert drawn == set(figures.FIGURES) and jobs == {"plot_figure": len(figures.FIGURES)}
+    assert drawn == CORPUS_FIGURES and jobs == {"plot_figure": len(CORPUS_FIGURES)}
     jobs, drawn = edit("selection.py", "closest value wins", "the closest value wins")
-    assert drawn == set(figures.FIGURES) and jobs == {"plot_figure": len(figures.FIGURES), "make_tables": 1}
+    assert drawn == CORPUS_FIGURES and jobs == {"plot_figure": len(CORPUS_FIGURES), "make_tables": 1}
     run("figures")  # `snakemake figures` regenerates them from the existing tables
     assert job_counts(run("-n").stdout) == {}
 
@@ -601,5 +603,5 @@ def test_paper_config_dag_builds_in_seconds(tmp_path):
     assert min(grid["init_scale"]) < 1 < max(grid["init_scale"]) and 1.0 in grid["init_scale"]
     assert None in grid["clip"] and len(grid["seed"]) >= 3 and set(grid["forget_bias"]) == {0.0, 1.0}
     assert jobs["train_model"] == jobs["probe_gradients"] >= 500
-    assert jobs["plot_figure"] == len(figures.FIGURES)
+    assert jobs["plot_figure"] == len(CORPUS_FIGURES)
     assert elapsed < 120, f"dry run took {elapsed:.0f} s"

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import launch_training, saved_step
 
 from rnngrad import probe, training
 from rnngrad.collect import collect_runs
@@ -263,24 +261,6 @@ def test_resume_state_is_read_and_a_stale_one_is_not(token_dir, tmp_path, capsys
 
 # ---------------------------------------------------------------- kill and resume
 
-def launch(cell, settings, token_dir, run_dir, save_every_s=60.0):
-    code = (
-        "import json, sys, torch; from rnngrad.training import train_run; "
-        "cell, settings, tokens, run, every = json.loads(sys.argv[1]); "
-        "train_run(cell, settings, tokens, run, threads=1, device='cpu', save_every_s=every)"
-    )
-    payload = json.dumps([cell, settings, str(token_dir), str(run_dir), save_every_s])
-    return subprocess.Popen([sys.executable, "-c", code, payload], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def saved_step(state_path):
-    try:
-        return torch.load(state_path, weights_only=False)["progress"]["step"]
-    except (FileNotFoundError, EOFError, RuntimeError):
-        return None
-
-
 @pytest.mark.parametrize("arch,optimizer", [("lstm", "sgd"), ("gru", "adam")])
 def test_sigkill_and_resume_equals_an_uninterrupted_run(token_dir, tmp_path, arch, optimizer):
     # The killed run saves its state after every step, so the kill lands on a random
@@ -289,12 +269,12 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(token_dir, tmp_path, arc
     settings = make_training(max_tokens=None, checkpoints=[0.0, 0.3, 0.6, 1.0])
     planned = 3 * len(training.batch_starts(4000 // 4, 10))
 
-    reference = launch(cell, settings, token_dir, tmp_path / "reference")
+    reference = launch_training(cell, settings, token_dir, tmp_path / "reference")
     assert reference.wait(timeout=300) == 0, reference.stdout.read().decode()
 
     run_dir = tmp_path / "killed"
     state_path = run_dir / training.PARTIAL_DIR / training.STATE_FILE
-    process = launch(cell, settings, token_dir, run_dir, save_every_s=0.0)
+    process = launch_training(cell, settings, token_dir, run_dir, save_every_s=0.0)
     deadline = time.monotonic() + 120
     while (saved_step(state_path) or 0) < planned // 4 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -303,7 +283,7 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(token_dir, tmp_path, arc
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (run_dir / "summary.json").exists()
 
-    resumed = launch(cell, settings, token_dir, run_dir)
+    resumed = launch_training(cell, settings, token_dir, run_dir)
     output = resumed.communicate(timeout=300)[0].decode()
     assert resumed.returncode == 0, output
     resumed_from = int(output.split("resuming from step ")[1].split()[0])

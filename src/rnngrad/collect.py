@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnngrad.grid import GRID_KEYS, run_columns
+from rnngrad.grid import cell_keys, run_columns
 from rnngrad.io import write_csv
 
 
@@ -25,7 +25,7 @@ def collect_runs(summaries, epochs, metrics) -> tuple[pd.DataFrame, pd.DataFrame
     """The grid as tidy tables: (runs, epochs, training_steps).
 
     `summaries`, `epochs`, `metrics`: paths of each run's summary.json, epochs.csv and
-    metrics.csv, in the same run order. Every row carries `run` and the GRID_KEYS.
+    metrics.csv, in the same run order. Every row carries `run` and the cell keys (grid.cell_keys).
     """
     runs, epoch_frames, step_frames = [], [], []
     for summary_path, epochs_path, metrics_path in zip(summaries, epochs, metrics, strict=True):
@@ -35,16 +35,27 @@ def collect_runs(summaries, epochs, metrics) -> tuple[pd.DataFrame, pd.DataFrame
         epoch_frames.append(_with_run_keys(pd.read_csv(epochs_path), summary))
         step_frames.append(_with_run_keys(pd.read_csv(metrics_path), summary))
     runs = pd.DataFrame(runs)
-    first = ["run", *GRID_KEYS]
+    first = ["run", *cell_keys(runs.columns)]
     runs = runs[first + [column for column in runs.columns if column not in first]]
     return runs, pd.concat(epoch_frames, ignore_index=True), pd.concat(step_frames, ignore_index=True)
 
 
-def write_run_tables(summaries, epochs, metrics, runs_path, epochs_path, steps_path) -> None:
+def collect_evaluations(summaries, evaluations) -> pd.DataFrame:
+    """Task runs' test metrics at every checkpoint (evaluations.csv), one table with the run keys."""
+    frames = [_with_run_keys(pd.read_csv(path), json.loads(Path(summary).read_text()))
+              for summary, path in zip(summaries, evaluations, strict=True)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_run_tables(summaries, epochs, metrics, runs_path, epochs_path, steps_path, evaluations=None,
+                     evaluations_path=None) -> None:
+    """The rule's one call; `evaluations` (task runs): each run's evaluations.csv -> `evaluations_path`."""
     runs, epoch_table, steps = collect_runs(summaries, epochs, metrics)
     write_csv(runs_path, runs)
     write_csv(epochs_path, epoch_table)
     write_csv(steps_path, steps)
+    if evaluations is not None:
+        write_csv(evaluations_path, collect_evaluations(summaries, evaluations))
     print(f"{len(runs)} runs ({(runs['status'] == 'diverged').sum()} diverged), "
           f"{len(epoch_table)} epoch rows, {len(steps)} step rows")
 

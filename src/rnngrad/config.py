@@ -1,4 +1,9 @@
-"""Load and validate the pipeline config against the JSON schema, filling defaults."""
+"""Load and validate the pipeline config against the JSON schema, filling defaults.
+
+A config is either a language-model run (a corpus) or a task run (it has a `task`
+section, rnngrad.tasks). Schema keys marked `x-only: corpus` or `x-only: task` belong to
+one kind: the other kind may not set them, and does not get their defaults.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from rnngrad.grid import expand_grid
+from rnngrad.grid import CORPUS_ONLY_GRID_KEYS, TASK_KEYS, expand_grid
 from rnngrad.io import write_text
+from rnngrad.tasks import TaskError, check_task, sequence_length
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -18,18 +24,46 @@ class ConfigError(ValueError):
     """A config value the schema rejects; the message names the key and what is allowed."""
 
 
-def _with_defaults(validator_class):
-    """Extend a jsonschema validator so that validating also fills in defaults."""
+KINDS = {"corpus": "language-model (corpus) runs", "task": "task runs"}
+
+
+def run_kind(config: dict) -> str:
+    """'task' when the config has a task section, else 'corpus'."""
+    return "task" if "task" in config else "corpus"
+
+
+def _with_defaults(validator_class, kind: str = "corpus"):
+    """Extend a jsonschema validator so that validating also fills in the defaults of run kind `kind`."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for name, subschema in properties.items():
-                if "default" in subschema and name not in instance:
+                if "default" in subschema and name not in instance and subschema.get("x-only", kind) == kind:
                     instance[name] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _wrong_kind(schema: dict, config: dict, kind: str, path: tuple = ()) -> str | None:
+    """A message for the first key of `config` whose schema says it belongs to the other kind of run."""
+    if not isinstance(config, dict):
+        return None
+    properties = schema.get("properties", {})
+    for name, value in config.items():
+        subschema = properties.get(name, {})
+        only = subschema.get("x-only")
+        key = ".".join((*path, name))
+        if only is not None and only != kind:
+            allowed = sorted(k for k, sub in properties.items() if sub.get("x-only", kind) == kind)
+            why = "it has a `task` section" if kind == "task" else "it has no `task` section"
+            return (f"config key {key}: applies to {KINDS[only]} only, and this config is a {kind} run ({why}); "
+                    f"allowed keys {'of ' + '.'.join(path) if path else 'at the top level'} here are {allowed}")
+        found = _wrong_kind(subschema, value, kind, (*path, name))
+        if found:
+            return found
+    return None
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
@@ -88,7 +122,11 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     """
     schema = schema if schema is not None else load_schema()
     config = copy.deepcopy(dict(config))
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    kind = run_kind(config)
+    wrong = _wrong_kind(schema, config, kind)
+    if wrong:
+        raise ConfigError(wrong)
+    validator = _with_defaults(jsonschema.Draft202012Validator, kind)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (-len(e.absolute_path), e.path))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
@@ -99,14 +137,13 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
 
 def _check_semantics(config: dict) -> None:
     """Rules the schema cannot express."""
-    corpus = config["corpus"]
-    if corpus["name"] != "ptb" and "splits" not in corpus:
-        raise ConfigError(
-            f"config key corpus.splits: corpus {corpus['name']!r} is not built in; "
-            "give a url or path for each of train, valid and test (only 'ptb' is built in)"
-        )
+    task = config.get("task")
+    if task is None:
+        _check_corpus(config)
+    else:
+        _check_task(config)
     try:
-        cells = expand_grid(config["grid"], config["exclude"])
+        cells = expand_grid(config["grid"], config["exclude"], task)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     for cell in cells:
@@ -116,11 +153,50 @@ def _check_semantics(config: dict) -> None:
                 "the LRU's eigenvalues start on the ring lru_r_min <= |lambda| <= lru_r_max "
                 "(exclude such pairs with `exclude:`)"
             )
+
+
+def _check_corpus(config: dict) -> None:
+    corpus = config["corpus"]
+    if corpus["name"] != "ptb" and "splits" not in corpus:
+        raise ConfigError(
+            f"config key corpus.splits: corpus {corpus['name']!r} is not built in; "
+            "give a url or path for each of train, valid and test (only 'ptb' is built in)"
+        )
+    for i, pattern in enumerate(config["exclude"]):
+        wrong = sorted(set(pattern) & set(TASK_KEYS))
+        if wrong:
+            raise ConfigError(f"config key exclude.{i}.{wrong[0]}: applies to task runs only, and this config is a "
+                              "corpus run (it has no `task` section)")
     first, last = config["probe"]["fit_lags"]
     if not first < last <= config["probe"]["max_lag"]:
         raise ConfigError(
             f"config key probe.fit_lags: {[first, last]} must be increasing and within "
             f"0..probe.max_lag ({config['probe']['max_lag']})"
+        )
+
+
+def _check_task(config: dict) -> None:
+    task = config["task"]
+    try:
+        for name in task["name"]:
+            for T in task["T"]:
+                check_task(name, T, task["copy_length"], task["copy_symbols"])
+    except TaskError as error:
+        raise ConfigError(str(error)) from None
+    for i, pattern in enumerate(config["exclude"]):
+        wrong = sorted(set(pattern) & set(CORPUS_ONLY_GRID_KEYS))
+        if wrong:
+            raise ConfigError(f"config key exclude.{i}.{wrong[0]}: applies to language-model (corpus) runs only, and "
+                              "this config is a task run (it has a `task` section)")
+    if config["probe"]["windows"] > task["test_size"]:
+        raise ConfigError(f"config key probe.windows: {config['probe']['windows']} test sequences to probe, but "
+                          f"task.test_size is {task['test_size']}; allowed values are 1..{task['test_size']}")
+    shortest = min(sequence_length(name, T, task["copy_length"]) for name in task["name"] for T in task["T"])
+    first, last = config["probe"]["fit_lags"]
+    if not first < last <= shortest - 1:
+        raise ConfigError(
+            f"config key probe.fit_lags: {[first, last]} must be increasing and within 0..{shortest - 1} "
+            f"(the lags of the shortest task sequence, {shortest} steps)"
         )
 
 

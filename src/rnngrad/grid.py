@@ -1,7 +1,10 @@
 """The hyperparameter grid: config lists -> one cell (dict) per training run.
 
 A cell's run path is readable, one `key~value` directory per hyperparameter
-(`arch~lstm/hidden_size~128/.../seed~0`), in the order of GRID_KEYS.
+(`arch~lstm/hidden_size~128/.../seed~0`), in the order of GRID_KEYS. A task run (the
+config has a `task:` section, rnngrad.tasks) is a cell with two more keys, TASK_KEYS,
+first in its path (`task~adding/T~100/arch~lstm/...`); its `bptt` and `epochs` are `na`
+(full backpropagation through the whole sequence, fresh sequences every step).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ BOUNDED_ARCHS = VANILLA_ARCHS + REMEDY_ARCHS
 # Hyperparameters that only one arch reads: {key: arch}.
 ARCH_KEYS = {"forget_bias": "lstm", "indrnn_bound": "indrnn", "lru_r_min": "lru", "lru_r_max": "lru"}
 NOT_APPLICABLE = "na"
+# The keys a task run's cell adds, before the GRID_KEYS: which task, its dependency length.
+TASK_KEYS = ("task", "T")
+# Grid keys that only language-model runs have (a task run reads whole sequences, drawn fresh).
+CORPUS_ONLY_GRID_KEYS = ("bptt", "epochs")
 # Gate blocks stacked in each layer's weight_hh, in torch's order (here, not in model.py,
 # so that sizing jobs from the grid does not import torch).
 GATES = {
@@ -59,17 +66,28 @@ def _matches(cell: dict, pattern: dict) -> bool:
     return all(cell.get(key) == value for key, value in pattern.items())
 
 
-def expand_grid(grid: dict, exclude: list[dict] = ()) -> list[dict]:
+def cell_keys(values: dict) -> tuple[str, ...]:
+    """The keys of a cell (or a row that carries one): TASK_KEYS first for a task run."""
+    return TASK_KEYS + GRID_KEYS if "task" in values else GRID_KEYS
+
+
+def expand_grid(grid: dict, exclude: list[dict] = (), task: dict | None = None) -> list[dict]:
     """Cartesian product of the grid lists, normalised, deduplicated, minus exclusions.
 
+    With `task` (the config's task section), every cell also takes each task name and
+    T of `task['name']` x `task['T']`, and `bptt` and `epochs` are `na`.
     Raises ValueError when nothing is left to train.
     """
-    missing = [key for key in GRID_KEYS if key not in grid]
+    axes = dict(grid)
+    if task is not None:
+        axes.update({"task": task["name"], "T": task["T"]}, **{key: [NOT_APPLICABLE] for key in CORPUS_ONLY_GRID_KEYS})
+    keys = TASK_KEYS + GRID_KEYS if task is not None else GRID_KEYS
+    missing = [key for key in keys if key not in axes]
     if missing:
         raise ValueError(f"grid is missing keys {missing}")
     cells, seen = [], set()
-    for values in itertools.product(*(grid[key] for key in GRID_KEYS)):
-        cell = normalise_cell(dict(zip(GRID_KEYS, values)))
+    for values in itertools.product(*(axes[key] for key in keys)):
+        cell = normalise_cell(dict(zip(keys, values)))
         if any(_matches(cell, pattern) for pattern in exclude):
             continue
         path = run_path(cell)
@@ -85,8 +103,8 @@ def expand_grid(grid: dict, exclude: list[dict] = ()) -> list[dict]:
 
 
 def run_columns(values: dict) -> dict:
-    """`run` and every GRID_KEYS value: the leading columns of every per-run table row."""
-    cell = {key: values[key] for key in GRID_KEYS}
+    """`run` and every cell key's value (cell_keys): the leading columns of every per-run table row."""
+    cell = {key: values[key] for key in cell_keys(values)}
     return {"run": run_path(cell), **cell}
 
 
@@ -102,7 +120,7 @@ def format_value(value) -> str:
 
 
 def run_path(cell: dict) -> str:
-    return "/".join(f"{key}~{format_value(cell[key])}" for key in GRID_KEYS)
+    return "/".join(f"{key}~{format_value(cell[key])}" for key in cell_keys(cell))
 
 
 def parse_value(text: str):
@@ -118,13 +136,13 @@ def parse_value(text: str):
 
 
 def parse_run_path(path: str) -> dict:
-    """`arch~lstm/.../seed~0` -> {'arch': 'lstm', ..., 'seed': 0}."""
+    """`arch~lstm/.../seed~0` -> {'arch': 'lstm', ..., 'seed': 0} (and task, T for a task run)."""
     cell = {}
     for part in path.strip("/").split("/"):
         key, sep, text = part.partition("~")
-        if sep and key in GRID_KEYS:
+        if sep and key in TASK_KEYS + GRID_KEYS:
             cell[key] = parse_value(text)
-    missing = [key for key in GRID_KEYS if key not in cell]
+    missing = [key for key in cell_keys(cell) if key not in cell]
     if missing:
         raise ValueError(f"run path {path!r} lacks {missing}")
     return cell

@@ -1,4 +1,4 @@
-"""Which keys of the `training` and `probe` config sections define a job's results, which say how it runs.
+"""Which keys of the `training`, `probe` and `task` config sections define a job's results, which say how it runs.
 
 Result keys are the rules' params (Snakemake reruns a job whose params changed) and the
 training's resume fingerprint. Execution keys reach the job without being params (the
@@ -17,15 +17,19 @@ RESULT_KEYS = {
         "checkpoints", "spectral_every", "eval_max_tokens",
     ),
     "probe": ("split", "windows", "burn_in", "max_lag", "jacobian_windows", "seed", "fit_lags", "horizon_threshold"),
+    # name and T are grid axes (in each cell); the rest defines every task run's data and length.
+    "task": ("name", "T", "steps", "valid_size", "test_size", "data_seed", "copy_length", "copy_symbols"),
 }
 EXECUTION_KEYS = {
     "training": ("device", "threads", "log_every_s"),
     "probe": ("threads",),
+    "task": (),
 }
 
 
 def result_settings(section: str, values: dict) -> dict:
-    """The result-defining keys of config section `section` (a rule's params).
+    """The result-defining keys of config section `section` (a rule's params) that the config has
+    (keys of the other kind of run, rnngrad.config, are absent).
 
     A key in neither list fails here, when the DAG is built, rather than being silently
     left out of the params (no rerun when it changes) or of the job (not applied).
@@ -34,7 +38,7 @@ def result_settings(section: str, values: dict) -> dict:
     if unclassified:
         raise KeyError(f"config keys {[f'{section}.{key}' for key in unclassified]} are neither result nor "
                        f"execution keys; classify them in rnngrad/job_keys.py")
-    return {key: values[key] for key in RESULT_KEYS[section]}
+    return {key: values[key] for key in RESULT_KEYS[section] if key in values}
 
 
 def without_execution_keys(config: dict) -> dict:

@@ -6,6 +6,9 @@ plus `embedding.weight`, `decoder.weight`, `decoder.bias`, so every checkpoint
 loads into plain torch.nn modules (the orthogonal RNN's checkpoints too: they hold its
 materialised W_hh). The IndRNN and the LRU have no torch.nn module; their parameter
 names are in their classes and the README. Tensors are sequence-first: (time, batch).
+A task with real-valued inputs (the adding problem) reads them with a linear layer
+instead of the embedding, under the same name (`embedding.weight` (H, features),
+`embedding.bias`); its head `decoder` is nn.Linear(H, output_size).
 """
 
 from __future__ import annotations
@@ -274,26 +277,33 @@ def make_recurrent(arch: str, input_size: int, hidden_size: int, num_layers: int
     raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(GATES)}")
 
 
-def indrnn_max(bound: float, bptt: int) -> float:
-    """The IndRNN's largest |u|: bound^(1/bptt), so |u|^bptt <= bound (Li et al. 2018)."""
-    return float(bound) ** (1.0 / int(bptt))
+def indrnn_max(bound: float, steps: int) -> float:
+    """The IndRNN's largest |u|: bound^(1/steps), so |u|^steps <= bound (Li et al. 2018)."""
+    return float(bound) ** (1.0 / int(steps))
 
 
 class RNNModel(nn.Module):
     """A word- or character-level language model around one recurrent stack.
 
-    `indrnn_bound` and `bptt` fix the IndRNN's constraint |u| <= indrnn_bound^(1/bptt)
+    For the long-range tasks (rnngrad.tasks): `input_features` real inputs per step are read
+    by nn.Linear(input_features, H) instead of nn.Embedding(vocab_size, H), and the head
+    has `output_size` outputs instead of vocab_size. `indrnn_bound` and `bptt` (the steps
+    backpropagation unrolls) fix the IndRNN's constraint |u| <= indrnn_bound^(1/bptt)
     (other archs ignore them).
     """
 
-    def __init__(self, arch: str, vocab_size: int, hidden_size: int, num_layers: int = 1,
+    def __init__(self, arch: str, vocab_size: int | None, hidden_size: int, num_layers: int = 1,
+                 input_features: int | None = None, output_size: int | None = None,
                  indrnn_bound: float = DEFAULT_INDRNN_BOUND, bptt: int = DEFAULT_BPTT):
         super().__init__()
         self.arch, self.hidden_size, self.num_layers = arch, hidden_size, num_layers
-        self.embedding = nn.Embedding(vocab_size, hidden_size)
+        if input_features is None:
+            self.embedding = nn.Embedding(vocab_size, hidden_size)
+        else:
+            self.embedding = nn.Linear(input_features, hidden_size)
         limit = indrnn_max(indrnn_bound, bptt) if arch == "indrnn" else 1.0
         self.rnn = make_recurrent(arch, hidden_size, hidden_size, num_layers, limit)
-        self.decoder = nn.Linear(hidden_size, vocab_size)
+        self.decoder = nn.Linear(hidden_size, output_size or vocab_size)
 
     def init_hidden(self, batch_size: int):
         weight = self.decoder.weight
@@ -303,7 +313,7 @@ class RNNModel(nn.Module):
         return (zeros, zeros.clone()) if self.arch == "lstm" else zeros
 
     def forward(self, tokens: torch.Tensor, hidden):
-        """tokens (T, B) -> logits (T, B, vocab), next hidden state."""
+        """tokens (T, B) (or real inputs (T, B, features)) -> logits (T, B, outputs), next hidden state."""
         output, hidden = self.rnn(self.embedding(tokens), hidden)
         return self.decoder(output), hidden
 
@@ -385,7 +395,10 @@ def build_model(
     indrnn_bound: float | str = DEFAULT_INDRNN_BOUND,
     lru_r_min: float | str = 0.0,
     lru_r_max: float | str = 0.99,
-    bptt: int = DEFAULT_BPTT,
+    bptt: int | str = DEFAULT_BPTT,
+    input_features: int | None = None,
+    output_size: int | None = None,
+    unroll_steps: int | None = None,
     **_ignored,
 ) -> RNNModel:
     """Build and initialise a model; the same arguments and seed give the same weights.
@@ -398,7 +411,8 @@ def build_model(
     Extra keys (a whole grid cell may be passed) are ignored.
     """
     torch.manual_seed(seed)
-    model = RNNModel(arch, vocab_size, hidden_size, num_layers, **_arch_options(arch, indrnn_bound, bptt))
+    model = RNNModel(arch, vocab_size, hidden_size, num_layers, input_features, output_size,
+                     **_arch_options(arch, indrnn_bound, unroll_steps or bptt))
     generator = torch.Generator().manual_seed(seed + 1)
     if init_range is not None:
         for param in model.parameters():
@@ -425,9 +439,10 @@ def build_model(
     return model
 
 
-def _arch_options(arch: str, indrnn_bound, bptt) -> dict:
-    """RNNModel's constructor options from hyperparameters ('na' where an arch ignores them)."""
-    return {"indrnn_bound": float(indrnn_bound), "bptt": int(bptt)} if arch == "indrnn" else {}
+def _arch_options(arch: str, indrnn_bound, steps) -> dict:
+    """RNNModel's constructor options from hyperparameters ('na' where an arch ignores them);
+    `steps`: what backpropagation unrolls (bptt, or a task's whole sequence)."""
+    return {"indrnn_bound": float(indrnn_bound), "bptt": int(steps)} if arch == "indrnn" else {}
 
 
 def _init_remedy(model: RNNModel, generator: torch.Generator, indrnn_bound: float | None,
@@ -501,8 +516,10 @@ def load_checkpoint(path, map_location="cpu") -> tuple[RNNModel, dict]:
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
         raise DamagedCheckpointError(damaged_checkpoint_message(path, error)) from error
     hparams = checkpoint["hparams"]
-    options = _arch_options(hparams["arch"], hparams.get("indrnn_bound"), hparams.get("bptt"))
-    model = RNNModel(hparams["arch"], hparams["vocab_size"], hparams["hidden_size"], hparams["num_layers"], **options)
+    options = _arch_options(hparams["arch"], hparams.get("indrnn_bound"),
+                            hparams.get("unroll_steps") or hparams.get("bptt"))
+    model = RNNModel(hparams["arch"], hparams["vocab_size"], hparams["hidden_size"], hparams["num_layers"],
+                     hparams.get("input_features"), hparams.get("output_size"), **options)
     model.load_plain_state_dict(checkpoint["state_dict"])
     return model, checkpoint
 

@@ -42,6 +42,12 @@ Definition (the README and the report repeat it):
   one-layer LRU's dL_T/dx_{T-k} is exactly conj(lambda)^k dL_T/dx_T per unit. For the
   diagonal recurrences (indrnn, lru) the part of dL_T/du (dL_T/dlambda) from step T-k is
   the elementwise product (dL_T/de_{T-k}) * h_{T-k-1}: its norm is the contribution.
+- Task runs (rnngrad.tasks): the windows are the first `windows` sequences of the task's
+  fixed test set, read from a zero state without burn-in; the loss is the one at the
+  output step(s): adding, the squared error of the last step's prediction; copy, the
+  cross-entropy summed over the `copy_length` recall steps. Lags count back from the last
+  step, as for a corpus, so the information sits at tasks.dependency_lag (summary
+  columns `dependency_lag`, `dep_*`).
 - Censoring: a norm that underflows float64 (== 0) has log10 = -inf; an overflow or a
   NaN has log10 = +inf. Both are censored: counted in `n_censored`, left out of means;
   quantiles sort them as -inf / +inf, and a quantile that falls on a censored value is
@@ -59,6 +65,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from rnngrad import tasks
 from rnngrad.grid import GRID_KEYS, run_columns
 from rnngrad.io import write_csv
 from rnngrad.model import ACTIVATION_DERIVATIVE_BOUND, GATES, LRU_PARAMETERS, load_checkpoint, spectral_stats
@@ -172,6 +179,32 @@ def _hidden(arch: str, state):
     return state[0] if arch == "lstm" else state
 
 
+def embed(model, inputs: torch.Tensor) -> torch.Tensor:
+    """The input layer in float64: embedding rows of tokens, or the linear layer of a task's real inputs."""
+    layer = model.embedding
+    if isinstance(layer, torch.nn.Embedding):
+        return F.embedding(inputs, layer.weight.detach().double())
+    return F.linear(inputs.double(), layer.weight.detach().double(), layer.bias.detach().double())
+
+
+def task_loss_fn(model, name: str, targets: torch.Tensor, copy_length: int = 10):
+    """The probe's loss of a task, per window, from the top layer's outputs (steps, W, H).
+
+    Adding: squared error of the last step's prediction. Copy: cross-entropy summed over
+    the `copy_length` recall steps (targets (W, steps)). float64, weights detached.
+    """
+    weight, bias = model.decoder.weight.detach().double(), model.decoder.bias.detach().double()
+    if name == "adding":
+        return lambda outputs: (F.linear(outputs[-1], weight, bias)[:, 0] - targets.double()) ** 2
+    recall = targets[:, -copy_length:].t()  # (copy_length, W)
+
+    def copy_loss(outputs):
+        logits = F.linear(outputs[-copy_length:], weight, bias)
+        return F.cross_entropy(logits.flatten(0, 1), recall.flatten(), reduction="none").view(recall.shape).sum(0)
+
+    return copy_loss
+
+
 @dataclass
 class Unrolled:
     """The graph of one batch of windows (time index t = 0..K, lag k = K - t)."""
@@ -186,20 +219,29 @@ class Unrolled:
 
 
 def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = None,
-           probe_values: dict | None = None) -> Unrolled:
+           probe_values: dict | None = None, loss_fn=None) -> Unrolled:
     """Run the windows cell by cell in float64 with zero probes on every state.
 
-    tokens: (W, B + K + 2) int64. `weights` defaults to layer_weights(model); pass
-    tensors that require grad to differentiate with respect to them. `probe_values`
-    (tests: finite differences) replaces chosen zero probes, {('h', layer, t): tensor}.
+    tokens: (W, B + K + 2) int64, the last token of each window its target. `weights`
+    defaults to layer_weights(model); pass tensors that require grad to differentiate with
+    respect to them. `probe_values` (tests: finite differences) replaces chosen zero
+    probes, {('h', layer, t): tensor}. With `loss_fn` (a task's, task_loss_fn), `tokens`
+    are the inputs (W, steps[, features]) and loss_fn maps the top layer's outputs
+    (steps - burn_in, W, H) to one loss per window.
     """
     arch = model.arch
     weights = layer_weights(model) if weights is None else weights
     probe_values = probe_values or {}
-    embedding = model.embedding.weight.detach().double()
-    inputs, target = tokens[:, :-1].t(), tokens[:, -1]
+    if loss_fn is None:
+        inputs, target = tokens[:, :-1].t(), tokens[:, -1]
+        decoder = (model.decoder.weight.detach().double(), model.decoder.bias.detach().double())
+
+        def loss_fn(outputs):  # the next token after the last step
+            return F.cross_entropy(F.linear(outputs[-1], *decoder), target, reduction="none")
+    else:
+        inputs = tokens.transpose(0, 1)
     n_windows, steps = tokens.shape[0], inputs.shape[0] - burn_in
-    x = F.embedding(inputs, embedding)
+    x = embed(model, inputs)
 
     def zero_state():
         zeros = x.new_zeros(n_windows, model.hidden_size)
@@ -264,8 +306,7 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
         x_proj.append(projected.detach())
         states.append(layer_states)
         layer_input = layer_output(arch, w, layer_input, torch.stack(outputs))
-    logits = F.linear(layer_input[-1], model.decoder.weight.detach().double(), model.decoder.bias.detach().double())
-    loss = F.cross_entropy(logits, target, reduction="none")
+    loss = loss_fn(layer_input)
     return Unrolled(loss, hidden, prev_hidden, prev_state, x_proj, states, probes)
 
 
@@ -376,8 +417,10 @@ def jacobian_products(jacobians: torch.Tensor) -> torch.Tensor:
 
 
 def probe_model(model, windows: np.ndarray, burn_in: int, jacobian_windows: int = 0,
-                chunk_size: int = 128) -> dict[str, np.ndarray]:
-    """Probe one model on token windows (W, B + K + 2).
+                chunk_size: int = 128, task: dict | None = None, targets: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
+    """Probe one model on token windows (W, B + K + 2), or, with `task` ({'name', 'copy_length'}),
+    on task sequences `windows` (W, steps[, features]) with their `targets` (task_loss_fn).
 
     Returns float64 arrays indexed [layer, window, lag] (lag k = 0..K): 'h', 'c' (LSTM),
     'contributions' (||dL_T/dW_hh part from step T-k||_F), 'x' [window, lag] and 'loss'
@@ -389,12 +432,14 @@ def probe_model(model, windows: np.ndarray, burn_in: int, jacobian_windows: int 
     model = model.cpu().eval()
     arch, n_layers = model.arch, model.num_layers
     weights = layer_weights(model)
-    tokens = torch.as_tensor(windows, dtype=torch.int64)
+    tokens = torch.as_tensor(windows)  # int64 tokens, or a task's real inputs
     keys = ("h", "c", "contributions") if arch == "lstm" else ("h", "contributions")
     parts = {key: [] for key in keys + ("x", "loss")}
     jacobian_unrolled = None
     for start in range(0, len(tokens), chunk_size):
-        unrolled = unroll(model, tokens[start:start + chunk_size], burn_in, weights)
+        loss_fn = None if task is None else task_loss_fn(
+            model, task["name"], torch.as_tensor(targets[start:start + chunk_size]), task.get("copy_length", 10))
+        unrolled = unroll(model, tokens[start:start + chunk_size], burn_in, weights, loss_fn=loss_fn)
         leaves = [unrolled.probes["x"]] + [leaf for kind in keys[:-1] + ("e",) for leaf in unrolled.probes[kind]]
         # The one backward pass.
         grads = iter(torch.autograd.grad(unrolled.loss.sum(), leaves))
@@ -557,8 +602,14 @@ def gradient_horizon(logs: np.ndarray, threshold: float, reference: np.ndarray |
 # ---------------------------------------------------------------- per-checkpoint tables
 
 
-def summarise_probe(result: dict, model, probe_config: dict) -> dict[str, pd.DataFrame]:
-    """Tidy tables (without run keys) of one checkpoint's probe result."""
+def summarise_probe(result: dict, model, probe_config: dict, dependency_lag: int | None = None
+                    ) -> dict[str, pd.DataFrame]:
+    """Tidy tables (without run keys) of one checkpoint's probe result.
+
+    With `dependency_lag` (task runs), each summary row also has the normalised curve at
+    that lag: `dep_norm_log10_median` (NaN when the median is censored), `dep_n_censored`
+    and `dep_n_underflow` (windows below float64's range there).
+    """
     arch = model.arch
     first, last = probe_config["fit_lags"]
     threshold = probe_config["horizon_threshold"]
@@ -586,6 +637,12 @@ def summarise_probe(result: dict, model, probe_config: dict) -> dict[str, pd.Dat
             "horizon": horizon, "horizon_censored": censored, "sigma_max": sigma, "spectral_radius": radius,
             "gamma": gamma, "bound_rate": math.log10(gamma * sigma) if gamma is not None and sigma > 0 else None,
         })
+        if dependency_lag is not None:
+            summary[-1].update({
+                "dependency_lag": dependency_lag, "dep_norm_log10_median": stats["norm_log10_median"][dependency_lag],
+                "dep_n_censored": int(stats["n_censored"][dependency_lag]),
+                "dep_n_underflow": int(stats["n_underflow"][dependency_lag]),
+            })
 
     for layer in range(model.num_layers):
         values = result["contributions"][layer]
@@ -612,34 +669,51 @@ def summarise_probe(result: dict, model, probe_config: dict) -> dict[str, pd.Dat
     }
 
 
+def task_windows(hparams: dict, windows: int) -> tuple[np.ndarray, np.ndarray, dict, int]:
+    """A task run's probe input: (the first `windows` sequences of its test set, their targets,
+    probe_model's `task`, the dependency lag), rebuilt from a checkpoint's hparams."""
+    shape = {key: hparams[key] for key in ("copy_length", "copy_symbols") if key in hparams}
+    inputs, targets = tasks.eval_set(hparams["task"], hparams["T"], "test", hparams["test_size"], hparams["data_seed"],
+                                     **shape)
+    task = {"name": hparams["task"], **shape}
+    return inputs[:windows], targets[:windows], task, tasks.dependency_lag(hparams["task"], hparams["T"], **shape)
+
+
 def probe_run(checkpoint_dir, tokens_path, probe_config: dict, outputs: dict, threads: int = 1) -> dict:
     """Probe every checkpoint of one run; write the four per-run CSVs.
 
     outputs: {'curves', 'summary', 'contributions', 'jacobians'} -> path. Checkpoints
-    whose weights are not finite (a diverged run) are skipped with a message.
-    Returns the tables as DataFrames.
+    whose weights are not finite (a diverged run) are skipped with a message. A task
+    run (its checkpoints' hparams name a task) is probed on its test sequences
+    (task_windows; `tokens_path` is not read). Returns the tables as DataFrames.
     """
     torch.set_num_threads(threads)
-    tokens = np.load(tokens_path)
-    windows = make_windows(tokens, probe_config["windows"], probe_config["burn_in"],
-                           probe_config["max_lag"], probe_config["seed"])
     tables = {name: [] for name in TABLES}
     paths = sorted(Path(checkpoint_dir).glob("step_*.pt"))
     if not paths:
         raise FileNotFoundError(f"no checkpoints step_*.pt in {checkpoint_dir}")
+    windows = None
     for path in paths:
         model, checkpoint = load_checkpoint(path)
+        if windows is None:  # the same windows for every checkpoint of the run
+            if "task" in checkpoint["hparams"]:
+                windows, targets, task, dependency = task_windows(checkpoint["hparams"], probe_config["windows"])
+                burn_in = 0
+            else:
+                burn_in, targets, task, dependency = probe_config["burn_in"], None, None, None
+                windows = make_windows(np.load(tokens_path), probe_config["windows"], burn_in,
+                                       probe_config["max_lag"], probe_config["seed"])
         # The weights the model runs with: finite parameters can still give a non-finite
         # materialised W_hh (orthogonal RNN: base expm(A)) or lambda (LRU: exp(i exp(theta_log))).
         running = list(model.plain_state_dict().values()) + [w.detach() for w in model.recurrent_weights()]
         if not all(torch.isfinite(w).all() for w in running):
             print(f"{path.name}: weights are not finite (diverged); not probed", flush=True)
             continue
-        result = probe_model(model, windows, probe_config["burn_in"], probe_config["jacobian_windows"])
+        result = probe_model(model, windows, burn_in, probe_config["jacobian_windows"], task=task, targets=targets)
         keys = {**run_columns(checkpoint["hparams"]), "step": checkpoint["step"],
                 "tokens_seen": checkpoint["tokens_seen"], "progress": checkpoint.get("progress")}
         print(f"{path.name}: median loss {np.median(result['loss']):.3f}", flush=True)
-        for name, frame in summarise_probe(result, model, probe_config).items():
+        for name, frame in summarise_probe(result, model, probe_config, dependency).items():
             wanted = keys if name in ("curves", "summary") else {k: v for k, v in keys.items() if k != "tokens_seen"}
             frame = frame.copy()
             for column, value in reversed(list(wanted.items())):

@@ -15,7 +15,7 @@ and training resumes from its last save.
 
 Vocabulary and split sizes come from the corpus's `stats.json` when it exists, else
 from `DEFAULT_CORPUS_STATS` (PTB's sizes, rounded up), so the DAG builds before the
-corpus is tokenised.
+corpus is tokenised. A task run is sized by the same model through `task_sizing`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import math
 from pathlib import Path
 
+from rnngrad import tasks
 from rnngrad.grid import GATES
 
 BYTES = 4  # float32 (training)
@@ -269,15 +270,41 @@ def training_steps(cell: dict, training: dict, stats: dict) -> int:
     return math.ceil(train_tokens(cell, training, stats) / (cell["bptt"] * cell["batch_size"]))
 
 
+def task_sizing(cell: dict, training: dict, probe: dict, task: dict) -> tuple[dict, dict, dict, dict]:
+    """A task run in the terms of the language-model cost model: (cell, training, probe, stats).
+
+    One epoch of `task.steps` batches of whole sequences (bptt = the sequence length);
+    "validation" is the valid set once, "test" the test set at every checkpoint; the
+    probe unrolls `windows` test sequences from step 0 (burn-in 0, max lag = length - 1).
+    The vocabulary is the widest of the task's input and output layers.
+    """
+    shape = {key: task[key] for key in ("copy_length", "copy_symbols")}
+    length = tasks.sequence_length(cell["task"], cell["T"], **shape)
+    model = tasks.model_shape(cell["task"], **shape)
+    width = max(model["vocab_size"] or 0, model["input_features"] or 0, model["output_size"])
+    checkpoints = len(set(training.get("checkpoints", [0.0, 1.0])) | {0.0, 1.0})
+    stats = {"vocab_size": width, "n_tokens": {"train": task["steps"] * cell["batch_size"] * length,
+                                               "valid": task["valid_size"] * length,
+                                               "test": task["test_size"] * length * checkpoints}}
+    sized_cell = {**cell, "bptt": length, "epochs": 1}
+    sized_training = {**training, "max_tokens": None, "eval_max_tokens": None}
+    sized_probe = {**probe, "burn_in": 0, "max_lag": length - 1, "split": "test"}
+    return sized_cell, sized_training, sized_probe, stats
+
+
 def collect_resources(cells: list[dict], training: dict, stats: dict) -> dict:
-    """mem_mb and runtime of the rules that concatenate per-run tables into one.
+    """mem_mb and runtime of the rules that concatenate per-run tables into one (see steps_resources)."""
+    return steps_resources(sum(training_steps(cell, training, stats) for cell in cells), len(cells))
+
+
+def steps_resources(rows: int, runs: int) -> dict:
+    """mem_mb and runtime of concatenating `runs` runs of `rows` training steps in all.
 
     The largest table has one row per training step of every run (about 30 columns,
     held by pandas a few times over while concatenating and writing).
     """
-    rows = sum(training_steps(cell, training, stats) for cell in cells)
     megabytes = rows * 30 * 8 * 4 / 2**20
-    seconds = LIGHT_STARTUP_S + len(cells) * 0.05 + rows / 2e4
+    seconds = LIGHT_STARTUP_S + runs * 0.05 + rows / 2e4
     return {
         "mem_mb": _round_up(LIGHT_RESOURCES["mem_mb"] + megabytes * LIGHT_SAFETY, 100),
         "runtime": max(LIGHT_RESOURCES["runtime"], math.ceil(seconds * LIGHT_SAFETY / 60)),

@@ -17,12 +17,13 @@ select the same runs and summarise them the same way:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
-from rnngrad.grid import ALL_ARCHS, GRID_KEYS, format_value, parse_run_path
+from rnngrad.grid import ALL_ARCHS, GRID_KEYS, TASK_KEYS, format_value, parse_run_path
 
 STAGES = ("init", "trained")
 # Reference value per axis when a figure compares archs only (closest value wins).
@@ -40,9 +41,14 @@ def run_index(*frames: pd.DataFrame | None) -> pd.DataFrame:
     return index if len(index) else pd.DataFrame(columns=list(GRID_KEYS), index=pd.Index([], name="run"))
 
 
+def keys_of(index: pd.DataFrame) -> list[str]:
+    """The cell keys an index has: task and T (task runs), then GRID_KEYS."""
+    return [k for k in TASK_KEYS + GRID_KEYS if k in index.columns]
+
+
 def with_cells(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with its grid columns replaced by the values parsed from its run paths."""
-    return frame.drop(columns=[k for k in GRID_KEYS if k in frame]).join(run_index(frame), on="run")
+    return frame.drop(columns=[k for k in TASK_KEYS + GRID_KEYS if k in frame]).join(run_index(frame), on="run")
 
 
 def varying_axes(index: pd.DataFrame) -> list[str]:
@@ -53,8 +59,9 @@ def varying_axes(index: pd.DataFrame) -> list[str]:
     if index.empty:
         return []
     keys = ["arch"] if index["arch"].nunique() > 1 else []
-    per_arch = index.assign(**{k: index[k].map(format_value) for k in GRID_KEYS}).groupby("arch")
-    return keys + [k for k in GRID_KEYS if k not in ("arch", "seed") and per_arch[k].nunique().max() > 1]
+    present = keys_of(index)
+    per_arch = index.assign(**{k: index[k].map(format_value) for k in present}).groupby("arch")
+    return keys + [k for k in present if k not in ("arch", "seed") and per_arch[k].nunique().max() > 1]
 
 
 def cell_axes(index: pd.DataFrame) -> list[str]:
@@ -74,8 +81,9 @@ def group_cells(frame: pd.DataFrame, keys: list[str]) -> Iterator[tuple[dict, pd
 
 
 def value_sort_key(value):
-    """Numbers numerically before text (None, 'na', 'orthogonal'), text alphabetically."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """Numbers (numpy's too: a DataFrame row holds np.int64) numerically before text (None, 'na',
+    'orthogonal'), text alphabetically."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         return (0, float(value), "")
     return (1, 0.0, format_value(value))
 
@@ -185,7 +193,7 @@ def reference_runs(index: pd.DataFrame, arch: str, vary: tuple[str, ...] = ()) -
     """
     chosen = {}
     sub = index[index["arch"] == arch]
-    for key in GRID_KEYS:
+    for key in keys_of(index):
         if key in ("arch", "seed") or key in vary or sub.empty:
             continue
         if sub[key].map(format_value).nunique() > 1:

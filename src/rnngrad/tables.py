@@ -4,6 +4,9 @@
   seeds), beside a published anchor where the cell's config matches one.
 - `gradient_fit_table`: fitted slope of log10 g(k) and gradient horizon per grid cell, at
   initialisation and after training (top layer, hidden state h).
+- `long_range_table` (task runs): per task, T and cell, the final test loss against the
+  task's baseline, seed by seed, how many seeds solved it and from which step, and the
+  gradient that reached the dependency at initialisation.
 Markdown and LaTeX are written here (no `tabulate` dependency); the CSV keeps the raw
 numbers, the text formats show "mean ± sd".
 """
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rnngrad.grid import GRID_KEYS, format_value
+from rnngrad.grid import GRID_KEYS, TASK_KEYS, format_value
 from rnngrad.io import write_csv, write_text
 from rnngrad.selection import (
     STAGES,
@@ -45,6 +48,12 @@ ANCHORS = (
     },
 )
 PAPER_TABLES = ("perplexity", "gradient_fits")
+TASK_TABLES = ("long_range",)
+
+
+def tables_for(kind: str) -> tuple[str, ...]:
+    """The tables make_tables writes for runs of kind `kind` ('corpus' or 'task')."""
+    return TASK_TABLES if kind == "task" else PAPER_TABLES
 
 
 def _anchor_for(row: dict, columns) -> dict | None:
@@ -113,6 +122,71 @@ def gradient_fit_table(gradient_summary: pd.DataFrame, runs: pd.DataFrame | None
     return sorted_cells(pd.DataFrame(rows), keys)
 
 
+def long_range_table(runs: pd.DataFrame, gradient_summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (task, T, cell): the final test metrics of each seed against the baseline.
+
+    From runs.csv (each run's summary: the last checkpoint's test metrics, the final weights
+    or the last finite ones of a diverged run): `ratio_mean` / `ratio_sd` over the runs with
+    a finite test loss, `ratios` and `first_solved` seed by seed (in seed order; '–' for a
+    run that never solved it), `solved` (runs solved at the end), `accuracy_mean` (adding:
+    share |error| < 0.04; copy: recalled symbols right). From gradient_summary (top layer,
+    h, step 0): `dep_log10_init`, the median over seeds of log10 g(k)/g(0) at the
+    dependency lag k (NaN where a seed's value is censored).
+    """
+    runs = numeric(with_cells(runs), ["test_loss", "test_ratio", "test_accuracy", "baseline", "first_solved_step"])
+    axes = [k for k in cell_axes(runs) if k not in TASK_KEYS]
+    keys = [*TASK_KEYS, *axes]
+    dep = {}
+    if gradient_summary is not None and "dependency_lag" in gradient_summary:
+        init = numeric(top_layer_state(gradient_summary, "h"), ["dep_norm_log10_median"])
+        init = init[init["step"] == 0]
+        dep = dict(zip(init["run"], init["dep_norm_log10_median"]))
+    rows = []
+    for cell, group in group_cells(runs, keys):
+        group = group.sort_values("seed")
+        finite = group["test_ratio"].dropna()
+        deps = [dep.get(run, np.nan) for run in group["run"]]
+        rows.append({
+            **cell, "seeds": len(group), "diverged": int((group["status"] == "diverged").sum()),
+            "baseline": group["baseline"].iloc[0],
+            "test_loss_mean": group["test_loss"].mean(),
+            "ratio_mean": finite.mean() if len(finite) else np.nan,
+            "ratio_sd": finite.std(ddof=1) if len(finite) > 1 else np.nan,
+            "ratios": " / ".join(_ratio(v) for v in group["test_ratio"]),
+            "solved": int(group["solved"].astype(str).str.lower().eq("true").sum()),
+            "first_solved": " / ".join("–" if not np.isfinite(v) else f"{v:g}" for v in group["first_solved_step"]),
+            "accuracy_mean": group["test_accuracy"].mean(),
+            "dep_lag": _dependency_lag(gradient_summary, group["run"]),
+            "dep_log10_init": np.median(deps) if deps and np.all(np.isfinite(deps)) else np.nan,
+        })
+    return sorted_cells(pd.DataFrame(rows), keys)
+
+
+def _ratio(value) -> str:
+    return "–" if not np.isfinite(value) else (f"{value:.3f}" if value >= 0.01 else f"{value:.1e}")
+
+
+def _dependency_lag(gradient_summary: pd.DataFrame | None, run_ids) -> float:
+    if gradient_summary is None or "dependency_lag" not in gradient_summary:
+        return np.nan
+    lags = gradient_summary.loc[gradient_summary["run"].isin(list(run_ids)), "dependency_lag"]
+    return float(lags.iloc[0]) if len(lags) else np.nan
+
+
+def display_long_range(table: pd.DataFrame) -> pd.DataFrame:
+    """The long-range table as text: ratios seed by seed, solved counts, the gradient at the dependency."""
+    out = pd.DataFrame(_display_keys(table))
+    out["seeds (diverged)"] = [f"{s} ({d})" if d else f"{s}" for s, d in zip(table["seeds"], table["diverged"])]
+    out["baseline"] = [f"{b:.4f}" for b in table["baseline"]]
+    out["test loss / baseline (per seed)"] = table["ratios"]
+    out["solved"] = [f"{s}/{n}" for s, n in zip(table["solved"], table["seeds"])]
+    out["first solved at step"] = table["first_solved"]
+    out["accuracy"] = [f"{a:.3f}" if np.isfinite(a) else "–" for a in table["accuracy_mean"]]
+    out["g(dep)/g(0) at init"] = [f"1e{v:.1f} (k={k:g})" if np.isfinite(v) else "–"
+                                  for v, k in zip(table["dep_log10_init"], table["dep_lag"])]
+    return out
+
+
 # ---------------------------------------------------------------------------- formats
 
 
@@ -126,7 +200,7 @@ def _mean_sd(mean, sd, digits: int) -> str:
 def _display_keys(table: pd.DataFrame) -> dict:
     names = {"arch": "arch", "hidden_size": "hidden", "num_layers": "layers", "init_scale": "init scale",
              "forget_bias": "forget bias", "batch_size": "batch"}
-    return {names.get(k, k): table[k].map(_label) for k in GRID_KEYS if k in table}
+    return {names.get(k, k): table[k].map(_label) for k in TASK_KEYS + GRID_KEYS if k in table}
 
 
 def _label(value) -> str:
@@ -205,6 +279,13 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
 CAPTIONS = {
     "perplexity": "Final perplexity per grid cell (mean ± sd over seeds; diverged runs counted, not averaged), "
                   "beside the published result where the configuration matches one.",
+    "long_range": "Long-range tasks: final test loss over the task's baseline (adding: MSE / (1/6); copy: "
+                  "cross-entropy per step / (copy_length log symbols / (T + 2 copy_length))), seed by seed; runs "
+                  "solved at the end (adding: test MSE < 0.01; copy: >= 99% of the recalled symbols right) and the "
+                  "first checkpoint step at which each seed was solved; accuracy: adding, share of test sequences "
+                  "with |error| < 0.04 (Hochreiter & Schmidhuber 1997), copy, recalled symbols right (mean over "
+                  "seeds); g(dep)/g(0): median over seeds of the normalised gradient of the output loss at the lag "
+                  "k where the information lies, top layer, at initialisation.",
     "gradient_fits": "Fitted slope of log10 g(k) (decades per step, mean ± sd over seeds) and gradient horizon "
                      "(median over seeds of the first lag where the median g(k)/g(0) < threshold; a horizon censored "
                      "at the probe's max lag K counts as ≥ K, so a median involving one is a lower bound, marked ≥; "
@@ -221,11 +302,17 @@ def write_table(numbers: pd.DataFrame, text: pd.DataFrame, stem: str | Path, cap
     write_text(stem.with_suffix(".tex"), to_latex(text, caption, label))
 
 
-def make_tables(runs_path, gradient_summary_path, out_dir) -> None:
-    """The rule's one call: read the tidy tables, write every paper table in three formats."""
+def make_tables(runs_path, gradient_summary_path, out_dir, kind: str = "corpus") -> None:
+    """The rule's one call: read the tidy tables, write the tables of `kind` (tables_for) in three formats."""
     runs = pd.read_csv(runs_path, low_memory=False)
     summary = pd.read_csv(gradient_summary_path, low_memory=False)
     out_dir = Path(out_dir)
+    if kind == "task":
+        table = long_range_table(runs, summary)
+        write_table(table, display_long_range(table), out_dir / "long_range", CAPTIONS["long_range"],
+                    "tab:long-range")
+        print(f"long_range: {len(table)} cells -> {out_dir}")
+        return
     perplexity = perplexity_table(runs)
     write_table(perplexity, display_perplexity(perplexity), out_dir / "perplexity", CAPTIONS["perplexity"],
                 "tab:perplexity")

@@ -14,6 +14,10 @@ the same thread count). Only a run that has finished moves its declared outputs
 
 A NaN or Inf loss or gradient norm is a result, not a crash: the run stops with
 status 'diverged', the step where it happened and its last finite metrics.
+
+A task run (TaskTrainer, rnngrad.tasks) shares all of this machinery (optimizer,
+clipping, divergence, checkpoints, resume); it reads whole sequences drawn fresh at
+every step instead of a corpus, and records its test metrics at every checkpoint.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from rnngrad.grid import GRID_KEYS, run_path
+from rnngrad import tasks
+from rnngrad.grid import GRID_KEYS, cell_keys, run_path
 from rnngrad.io import atomic_path, write_csv, write_json
 from rnngrad.job_keys import RESULT_KEYS
 from rnngrad.model import RNNModel, build_model, save_checkpoint, spectral_stats
@@ -46,6 +51,10 @@ LOG_EVERY_S = 5.0
 # `current_lr`, not `lr`: tables put these beside the grid keys, whose `lr` is the initial one.
 METRIC_COLUMNS = ("step", "epoch", "tokens", "train_loss", "grad_norm", "clipped", "current_lr", "wall_s")
 EPOCH_COLUMNS = ("epoch", "step", "tokens", "current_lr", "train_loss", "valid_loss", "valid_ppl")
+# A task run's test metrics at each checkpoint (evaluations.csv; rnngrad.tasks.metrics).
+EVALUATION_COLUMNS = ("step", "sequences", "progress", "test_loss", "baseline", "test_ratio", "test_accuracy",
+                      "solved")
+EVAL_CHUNK = 500  # sequences per forward pass when a task run evaluates
 
 
 # ----------------------------------------------------------------------------- data
@@ -214,6 +223,7 @@ class Progress:
     status: str = "ok"
     diverged_step: int | None = None
     done: bool = False
+    evaluations: list[dict] = dataclasses.field(default_factory=list)  # task runs: one row per checkpoint
 
 
 # ----------------------------------------------------------------------------- training
@@ -229,11 +239,8 @@ class Trainer:
                  test_ids: np.ndarray, vocab_size: int, *, corpus: str = "ptb", level: str = "word",
                  device: str | torch.device = "cpu", log=print, log_every_s: float = LOG_EVERY_S,
                  save_every_s: float = SAVE_EVERY_S):
-        self.cell, self.training, self.log = dict(cell), dict(training), log
-        self.device = resolve_device(device) if isinstance(device, str) else device
-        self.log_every_s, self.save_every_s = log_every_s, save_every_s
-        self.arch, self.bptt, self.batch_size = cell["arch"], cell["bptt"], cell["batch_size"]
-        self.clip = cell["clip"]
+        self._setup(cell, training, device, log, log_every_s, save_every_s)
+        self.bptt = cell["bptt"]
         self.sum_over_time = training.get("loss_reduction", "mean") == "sum_over_time"
         self.hparams = {
             **{key: cell[key] for key in GRID_KEYS}, "vocab_size": vocab_size, "corpus": corpus,
@@ -245,16 +252,28 @@ class Trainer:
         self.starts = batch_starts(len(self.train_data), self.bptt)
         self.steps_per_epoch = steps_per_epoch(
             len(self.train_data), self.bptt, self.batch_size, training.get("max_tokens"))
-        self.planned_steps = self.steps_per_epoch * cell["epochs"]
-        self.checkpoint_at = checkpoint_steps(training["checkpoints"], self.planned_steps)
+        self.epochs = cell["epochs"]
+        self.tokens_per_step = self.bptt * self.batch_size
+        self._build(vocab_size=vocab_size)
+        self.hidden = self.model.init_hidden(self.batch_size)
+
+    def _setup(self, cell, training, device, log, log_every_s, save_every_s) -> None:
+        """What every run has: its cell, settings, device and logging cadence."""
+        self.cell, self.training, self.log = dict(cell), dict(training), log
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.log_every_s, self.save_every_s = log_every_s, save_every_s
+        self.arch, self.batch_size, self.clip = cell["arch"], cell["batch_size"], cell["clip"]
         self.spectral_every = training["spectral_every"]
 
-        self.model = build_model(**cell, vocab_size=vocab_size, init_range=training.get("init_range")).to(self.device)
+    def _build(self, **shape) -> None:
+        """Model (`shape`: build_model's vocabulary, input and output sizes), optimizer, schedule, progress."""
+        self.planned_steps = self.steps_per_epoch * self.epochs
+        self.checkpoint_at = checkpoint_steps(self.training["checkpoints"], self.planned_steps)
+        self.model = build_model(**self.cell, **shape, init_range=self.training.get("init_range")).to(self.device)
         self.params = list(self.model.parameters())
-        self.optimizer = make_optimizer(cell["optimizer"], self.params, cell["lr"])
+        self.optimizer = make_optimizer(self.cell["optimizer"], self.params, self.cell["lr"])
         self.clock = time.perf_counter  # times the steps for tokens_per_s (the benchmark uses CPU time)
-        self.progress = Progress(lr=float(cell["lr"]))
-        self.hidden = self.model.init_hidden(self.batch_size)
+        self.progress = Progress(lr=float(self.cell["lr"]))
 
     def state_dict(self) -> dict:
         return {
@@ -266,8 +285,9 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        hidden = state["hidden"]
-        self.hidden = tuple(h.to(self.device) for h in hidden) if isinstance(hidden, tuple) else hidden.to(self.device)
+        hidden = state["hidden"]  # None for a task run: every sequence starts from a zero state
+        self.hidden = tuple(h.to(self.device) for h in hidden) if isinstance(hidden, tuple) else (
+            hidden if hidden is None else hidden.to(self.device))
         set_rng_states(state["rng"])
         self.progress = Progress(**state["progress"])
         self.set_lr(self.progress.lr)
@@ -278,16 +298,28 @@ class Trainer:
             group["lr"] = lr
 
     # -- one step
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of the next training step, time first."""
+        return get_batch(self.train_data, self.starts[self.progress.batch], self.bptt)
+
+    def forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss per token, as logged; the objective whose gradient is clipped and followed).
+
+        The hidden state comes from the previous window, detached: truncated BPTT.
+        """
+        self.hidden = detach(self.hidden)
+        logits, self.hidden = self.model(inputs, self.hidden)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return loss, loss * len(inputs) if self.sum_over_time else loss
+
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor):
         """Forward, backward, clip and update; returns (loss, grad_norm) as floats.
 
         The update is skipped when either is not finite, so the weights stay the last finite ones.
         """
-        self.hidden = detach(self.hidden)
-        logits, self.hidden = self.model(inputs, self.hidden)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        loss, objective = self.forward_loss(inputs, targets)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss * len(inputs) if self.sum_over_time else loss).backward()
+        objective.backward()
         if self.clip is None:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
         else:
@@ -315,6 +347,15 @@ class Trainer:
         save_checkpoint(directory / f"step_{p.step:08d}.pt", self.model, self.hparams, p.step, p.tokens,
                         progress=self.fraction_done(), epoch=p.epoch, **extra)
 
+    def on_checkpoint(self) -> None:
+        """What a run measures at each checkpoint besides saving it (a task run: its test metrics)."""
+
+    def checkpoint(self, directory: Path | None, **extra) -> None:
+        """At a checkpoint step: measure (on_checkpoint), then save the weights when there is a directory."""
+        self.on_checkpoint()
+        if directory is not None:
+            self.save_checkpoint(directory, **extra)
+
     def run(self, partial: Path | None = None) -> None:
         """Train from the current state to the end (or divergence), saving progress under `partial`."""
         p = self.progress
@@ -337,23 +378,22 @@ class Trainer:
         if p.step == 0 and not p.metrics:
             p.metrics.append({"step": 0, "epoch": 0, "tokens": 0, "current_lr": p.lr, "wall_s": 0.0,
                               **self.spectral_row()})
-            if checkpoint_dir is not None:
-                self.save_checkpoint(checkpoint_dir)
+            self.checkpoint(checkpoint_dir)
             save()
 
         while not p.done:
             if p.batch >= self.steps_per_epoch:
                 self.end_epoch()
-                if checkpoint_dir is not None and p.done and p.step in self.checkpoint_at:
-                    self.save_checkpoint(checkpoint_dir)
+                if p.done and p.step in self.checkpoint_at:
+                    self.checkpoint(checkpoint_dir)
                 save()
                 continue
             start = self.clock()
-            inputs, targets = get_batch(self.train_data, self.starts[p.batch], self.bptt)
+            inputs, targets = self.next_batch()
             loss, norm = self.train_step(inputs, targets)
             step, p.batch = p.step + 1, p.batch + 1
             clipped = self.clip is not None and norm > self.clip
-            row = {"step": step, "epoch": p.epoch, "tokens": p.tokens + targets.numel(),
+            row = {"step": step, "epoch": p.epoch, "tokens": p.tokens + inputs.shape[0] * inputs.shape[1],
                    "train_loss": loss, "grad_norm": norm, "clipped": int(clipped), "current_lr": p.lr,
                    "wall_s": now_wall()}
             if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -370,14 +410,14 @@ class Trainer:
                 row.update(self.spectral_row())
             p.metrics.append(row)
             p.train_s += self.clock() - start  # training speed: steps and their bookkeeping
-            if step in self.checkpoint_at and step != self.planned_steps and checkpoint_dir is not None:
-                self.save_checkpoint(checkpoint_dir)
+            if step in self.checkpoint_at and step != self.planned_steps:
+                self.checkpoint(checkpoint_dir)
                 save()
             clock = time.perf_counter()
             if clock - last_log >= self.log_every_s:
                 speed = (p.tokens - log_tokens) / max(clock - log_time, 1e-9)
-                remaining = (self.planned_steps - step) * self.bptt * self.batch_size / max(speed, 1e-9)
-                self.log(f"epoch {p.epoch}/{self.cell['epochs']} step {step}/{self.planned_steps} "
+                remaining = (self.planned_steps - step) * self.tokens_per_step / max(speed, 1e-9)
+                self.log(f"epoch {p.epoch}/{self.epochs} step {step}/{self.planned_steps} "
                          f"({100 * self.fraction_done():.1f}%) loss {loss:.4f} lr {p.lr:g} "
                          f"{speed:,.0f} tokens/s ETA {format_seconds(remaining)}")
                 last_log, log_tokens, log_time = clock, p.tokens, clock
@@ -385,19 +425,29 @@ class Trainer:
                 save()
         p.wall_s = now_wall()
 
+    def validate(self) -> float:
+        """The validation loss of the current weights."""
+        return evaluate(self.model, self.valid_data, self.bptt)
+
+    def valid_ppl(self, loss: float | None) -> float | None:
+        """The validation perplexity column of epochs.csv (a task run has none)."""
+        return perplexity(loss)
+
     def end_epoch(self) -> None:
         p = self.progress
-        valid_loss = evaluate(self.model, self.valid_data, self.bptt)
+        valid_loss = self.validate()
         improved = p.best_valid_loss is None or valid_loss < p.best_valid_loss
         train_loss = p.epoch_loss / max(p.epoch_steps, 1)
+        valid_ppl = self.valid_ppl(valid_loss)
         p.epochs.append({"epoch": p.epoch, "step": p.step, "tokens": p.tokens, "current_lr": p.lr,
-                         "train_loss": train_loss, "valid_loss": valid_loss, "valid_ppl": perplexity(valid_loss)})
+                         "train_loss": train_loss, "valid_loss": valid_loss, "valid_ppl": valid_ppl})
         self.log(f"epoch {p.epoch} done: step {p.step} train loss {train_loss:.4f} "
-                 f"valid ppl {perplexity(valid_loss):.6g} lr {p.lr:g}")
+                 + (f"valid ppl {valid_ppl:.6g}" if valid_ppl is not None else f"valid loss {valid_loss:.4g}")
+                 + f" lr {p.lr:g}")
         p.last_valid_loss = valid_loss
         if improved:
             p.best_valid_loss = valid_loss
-        if p.epoch >= self.cell["epochs"]:
+        if p.epoch >= self.epochs:
             p.done = True
             return
         self.set_lr(next_lr(self.training["lr_schedule"], p.lr, p.epoch, improved,
@@ -413,11 +463,10 @@ class Trainer:
         self.log(f"diverged at step {step}: loss {loss}, gradient norm {norm}; stopping")
         finite = all(torch.isfinite(w).all() for w in self.params)
         if finite:
-            p.last_valid_loss = evaluate(self.model, self.valid_data, self.bptt)
+            p.last_valid_loss = self.validate()
             if p.best_valid_loss is None or p.last_valid_loss < p.best_valid_loss:
                 p.best_valid_loss = p.last_valid_loss
-            if checkpoint_dir is not None:
-                self.save_checkpoint(checkpoint_dir, status="diverged")
+            self.checkpoint(checkpoint_dir, status="diverged")
 
     def summary(self) -> dict:
         """Final metrics; test perplexity of the final weights on every token of `test_ids`."""
@@ -426,13 +475,19 @@ class Trainer:
         if p.status == "ok" or all(torch.isfinite(w).all() for w in self.params):
             test_loss = evaluate(self.model, self.test_data, self.bptt)
         epoch_train = p.epoch_loss / p.epoch_steps if p.epoch_steps else p.last_train_loss
-        return {
-            "run": run_path(self.cell), **self.hparams, "status": p.status, "diverged_step": p.diverged_step,
-            "steps": p.step, "planned_steps": self.planned_steps, "epochs_completed": len(p.epochs),
-            "tokens_seen": p.tokens, "train_loss": finite_or_none(epoch_train),
+        return self._summary({
+            "epochs_completed": len(p.epochs), "tokens_seen": p.tokens, "train_loss": finite_or_none(epoch_train),
             "valid_ppl": perplexity(p.last_valid_loss), "best_valid_ppl": perplexity(p.best_valid_loss),
             "test_ppl": perplexity(test_loss),
             "valid_tokens": evaluated_tokens(self.valid_data), "test_tokens": evaluated_tokens(self.test_data),
+        })
+
+    def _summary(self, results: dict) -> dict:
+        """The summary every run writes, its own `results` in the middle."""
+        p = self.progress
+        return {
+            "run": run_path(self.cell), **self.hparams, "status": p.status, "diverged_step": p.diverged_step,
+            "steps": p.step, "planned_steps": self.planned_steps, **results,
             "tokens_per_s": p.tokens / p.train_s if p.train_s > 0 else None,
             "wall_s": p.wall_s, "clipped_fraction": p.clipped_steps / p.step if p.step else 0.0,
             # How it ran (not part of the fingerprint; changing them reruns nothing):
@@ -450,6 +505,134 @@ class Trainer:
 
     def epochs_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.progress.epochs, columns=list(EPOCH_COLUMNS))
+
+    def extra_outputs(self) -> dict[str, pd.DataFrame]:
+        """Tables a run writes besides metrics.csv and epochs.csv, by file name."""
+        return {}
+
+    def finished_line(self, summary: dict) -> str:
+        return (f"finished: status {summary['status']}, valid ppl {summary['valid_ppl']}, test ppl "
+                f"{summary['test_ppl']} ({summary['test_tokens']} tokens), {summary['tokens_per_s'] or 0:,.0f} "
+                f"tokens/s, {summary['wall_s']:.1f} s")
+
+
+class TaskTrainer(Trainer):
+    """One task run (rnngrad.tasks): full BPTT through whole sequences, each from a zero state.
+
+    Shares the optimizer, clipping, divergence handling, checkpoints and resume with the
+    language-model Trainer; differs in the data (the fresh batch of each step comes from a
+    generator seeded by (data seed, run seed, step), so a resumed run draws what it would
+    have drawn), the loss (adding: squared error of the last step's output; copy:
+    cross-entropy per step, mean over every step and sequence) and the evaluation: at every
+    checkpoint the test metrics of rnngrad.tasks.metrics (evaluations.csv). One "epoch" is
+    the whole run: `task['steps']` steps, then the validation loss (epochs.csv).
+
+    `task`: the run's task settings (tasks.settings_for: steps, valid_size, test_size,
+    data_seed, and copy_length, copy_symbols for the copy task).
+    """
+
+    def __init__(self, cell: dict, training: dict, task: dict, *, device: str | torch.device = "cpu", log=print,
+                 log_every_s: float = LOG_EVERY_S, save_every_s: float = SAVE_EVERY_S):
+        self._setup(cell, training, device, log, log_every_s, save_every_s)
+        self.name, self.T = cell["task"], cell["T"]
+        self.task = tasks.settings_for(self.name, task)
+        self.shape = {key: self.task[key] for key in ("copy_length", "copy_symbols") if key in self.task}
+        self.length = tasks.sequence_length(self.name, self.T, **self.shape)
+        # Full BPTT over the whole sequence: the IndRNN's bound holds over all of it.
+        model_shape = {**tasks.model_shape(self.name, **self.shape), "unroll_steps": self.length}
+        self.hparams = {
+            **{key: cell[key] for key in cell_keys(cell)}, **model_shape,
+            "train_steps": self.task["steps"], **{key: value for key, value in self.task.items() if key != "steps"},
+            **{key: training[key] for key in RESULT_KEYS["training"] if key in training},
+        }
+        self.valid_set, self.test_set = (
+            self._tensors(*tasks.eval_set(self.name, self.T, split, self.task[f"{split}_size"], self.task["data_seed"],
+                                          **self.shape))
+            for split in ("valid", "test"))
+        self.steps_per_epoch, self.epochs = self.task["steps"], 1
+        self.tokens_per_step = self.length * self.batch_size
+        self._build(**model_shape)
+        self.hidden = None  # no state carried between steps
+
+    def _tensors(self, inputs: np.ndarray, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch-first arrays -> time-first tensors on the device (adding targets stay (batch,))."""
+        inputs = torch.from_numpy(inputs).transpose(0, 1).contiguous().to(self.device)
+        targets = torch.from_numpy(targets)
+        targets = (targets.t().contiguous() if targets.dim() == 2 else targets).to(self.device)
+        return inputs, targets
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = tasks.training_batch(self.name, self.T, self.batch_size, self.task["data_seed"], self.cell["seed"],
+                                     self.progress.step, **self.shape)
+        return self._tensors(*batch)
+
+    def task_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Adding: MSE of the last step's output; copy: cross-entropy, mean over every step and sequence."""
+        if self.name == "adding":
+            return F.mse_loss(outputs[-1, :, 0], targets)
+        return F.cross_entropy(outputs.flatten(0, 1), targets.flatten())
+
+    def forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs, _ = self.model(inputs, self.model.init_hidden(inputs.shape[1]))
+        loss = self.task_loss(outputs, targets)
+        return loss, loss
+
+    @torch.no_grad()
+    def evaluate_set(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """tasks.metrics of the current weights on a fixed set, EVAL_CHUNK sequences per forward pass."""
+        self.model.eval()
+        parts = []
+        for start in range(0, inputs.shape[1], EVAL_CHUNK):
+            chunk = inputs[:, start:start + EVAL_CHUNK]
+            outputs, _ = self.model(chunk, self.model.init_hidden(chunk.shape[1]))
+            if self.name == "adding":
+                parts.append(outputs[-1, :, 0].double().cpu())
+            else:  # (sequences, steps, tokens)
+                parts.append(F.log_softmax(outputs.double(), dim=-1).transpose(0, 1).cpu())
+        self.model.train()
+        batch_first = targets.t() if targets.dim() == 2 else targets
+        return tasks.metrics(self.name, torch.cat(parts).numpy(), batch_first.cpu().numpy(), self.T, **self.shape)
+
+    def validate(self) -> float:
+        return self.evaluate_set(*self.valid_set)["loss"]
+
+    def valid_ppl(self, loss: float | None) -> None:
+        return None
+
+    def on_checkpoint(self) -> None:
+        """The test metrics of this checkpoint's weights (one row per step; a rewrite replaces it)."""
+        p = self.progress
+        result = self.evaluate_set(*self.test_set)
+        row = {"step": p.step, "sequences": p.step * self.batch_size, "progress": self.fraction_done(),
+               "test_loss": result["loss"], "baseline": result["baseline"], "test_ratio": result["ratio"],
+               "test_accuracy": result["accuracy"], "solved": result["solved"]}
+        p.evaluations = [r for r in p.evaluations if r["step"] != p.step] + [row]
+        self.log(f"checkpoint at step {p.step}: test loss {result['loss']:.4g} ({result['ratio']:.3f} x baseline), "
+                 f"accuracy {result['accuracy']:.3f}{', solved' if result['solved'] else ''}")
+
+    def summary(self) -> dict:
+        """The last checkpoint's test metrics (the final weights, or the last finite ones of a diverged run)."""
+        p = self.progress
+        final = p.evaluations[-1] if p.evaluations else {}
+        first_solved = next((row["step"] for row in p.evaluations if row["solved"]), None)
+        return self._summary({
+            "tokens_seen": p.tokens, "sequences_seen": p.step * self.batch_size,
+            "train_loss": finite_or_none(p.last_train_loss), "valid_loss": finite_or_none(p.last_valid_loss),
+            "test_loss": finite_or_none(final.get("test_loss")), "baseline": tasks.baseline(self.name, self.T,
+                                                                                           **self.shape),
+            "test_ratio": finite_or_none(final.get("test_ratio")), "test_accuracy": final.get("test_accuracy"),
+            "solved": bool(final.get("solved", False)), "first_solved_step": first_solved,
+            "test_sequences": self.task["test_size"],
+        })
+
+    def extra_outputs(self) -> dict[str, pd.DataFrame]:
+        return {"evaluations.csv": pd.DataFrame(self.progress.evaluations, columns=list(EVALUATION_COLUMNS))}
+
+    def finished_line(self, summary: dict) -> str:
+        return (f"finished: status {summary['status']}, test loss {summary['test_loss']} "
+                f"({summary['test_ratio']} x baseline), solved {summary['solved']} (first at step "
+                f"{summary['first_solved_step']}), {summary['tokens_per_s'] or 0:,.0f} tokens/s, "
+                f"{summary['wall_s']:.1f} s")
 
 
 def evaluated_tokens(data: torch.Tensor) -> int:
@@ -471,25 +654,33 @@ def format_seconds(seconds: float) -> str:
 # ----------------------------------------------------------------------------- one job
 
 def train_run(cell: dict, training: dict, token_dir, run_dir, *, corpus: str = "ptb", level: str = "word",
-              threads: int = 1, device: str = "auto", log_every_s: float = LOG_EVERY_S,
+              task: dict | None = None, threads: int = 1, device: str = "auto", log_every_s: float = LOG_EVERY_S,
               save_every_s: float = SAVE_EVERY_S) -> dict:
     """Train one grid cell into `run_dir`; resume from `run_dir/.partial` when it holds this run's progress.
 
     `training`: the result-defining settings (see Trainer); `threads`, `device`,
     `log_every_s` and `save_every_s` say how the job runs and go to the summary only.
     Validation each epoch reads at most `eval_max_tokens` tokens; the final test
-    perplexity reads the whole test split. Writes summary.json, metrics.csv, epochs.csv
-    and checkpoints/step_*.pt only once training has finished (or diverged); returns the summary.
+    perplexity reads the whole test split. With `task` (the run's task settings; then
+    `token_dir`, `corpus` and `level` are not used), a TaskTrainer trains on the cell's
+    task, and evaluations.csv holds its test metrics at every checkpoint. Writes
+    summary.json, metrics.csv, epochs.csv (evaluations.csv) and checkpoints/step_*.pt only
+    once training has finished (or diverged); returns the summary.
     """
     torch.set_num_threads(threads)
-    token_dir, run_dir = Path(token_dir), Path(run_dir)
+    run_dir = Path(run_dir)
     partial = run_dir / PARTIAL_DIR
-    stats = json.loads((token_dir / "stats.json").read_text())
-    trainer = Trainer(
-        cell, training, load_split(token_dir, "train"), load_split(token_dir, "valid", training.get("eval_max_tokens")),
-        load_split(token_dir, "test"), stats["vocab_size"], corpus=corpus, level=level, device=device,
-        log_every_s=log_every_s, save_every_s=save_every_s,
-    )
+    execution = {"device": device, "log_every_s": log_every_s, "save_every_s": save_every_s}
+    if task is not None:
+        trainer = TaskTrainer(cell, training, task, **execution)
+    else:
+        token_dir = Path(token_dir)
+        stats = json.loads((token_dir / "stats.json").read_text())
+        trainer = Trainer(
+            cell, training, load_split(token_dir, "train"),
+            load_split(token_dir, "valid", training.get("eval_max_tokens")), load_split(token_dir, "test"),
+            stats["vocab_size"], corpus=corpus, level=level, **execution,
+        )
     print(f"run {run_path(cell)}: {trainer.planned_steps} steps ({trainer.steps_per_epoch} per epoch), "
           f"checkpoints at steps {trainer.checkpoint_at}, device {trainer.device}, {threads} thread(s)")
     state = load_state(partial / STATE_FILE, fingerprint(trainer.hparams))
@@ -502,9 +693,7 @@ def train_run(cell: dict, training: dict, token_dir, run_dir, *, corpus: str = "
     trainer.run(partial)
     summary = trainer.summary()
     finalise(trainer, summary, partial, run_dir)
-    print(f"finished: status {summary['status']}, valid ppl {summary['valid_ppl']}, test ppl "
-          f"{summary['test_ppl']} ({summary['test_tokens']} tokens), {summary['tokens_per_s'] or 0:,.0f} tokens/s, "
-          f"{summary['wall_s']:.1f} s")
+    print(trainer.finished_line(summary))
     return summary
 
 
@@ -512,6 +701,8 @@ def finalise(trainer: Trainer, summary: dict, partial: Path, run_dir: Path) -> N
     """Put the declared outputs in place; the summary goes last, as it marks a finished run."""
     write_csv(run_dir / "metrics.csv", trainer.metrics_frame())
     write_csv(run_dir / "epochs.csv", trainer.epochs_frame())
+    for name, frame in trainer.extra_outputs().items():
+        write_csv(run_dir / name, frame)
     checkpoints = run_dir / "checkpoints"
     shutil.rmtree(checkpoints, ignore_errors=True)
     checkpoints.mkdir(parents=True)

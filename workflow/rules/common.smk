@@ -1,9 +1,10 @@
 # Validated config, paths and the grid of runs shared by all rule files.
 
-from rnngrad.config import validate_config
-from rnngrad.figures import FIGURES, code_files
+from rnngrad.config import run_kind, validate_config
+from rnngrad.figures import FIGURES, code_files, figures_for
 from rnngrad.grid import expand_grid, run_path
-from rnngrad.tables import PAPER_TABLES
+from rnngrad.tables import tables_for
+from rnngrad.tasks import settings_for
 
 # Fails before any job runs, naming the bad key and the allowed values.
 _validated = validate_config(config)
@@ -12,13 +13,19 @@ config.update(_validated)
 
 DATA = config["data_dir"]
 RESULTS = config["results_dir"]
-CORPUS = config["corpus"]["name"]
-LEVEL = config["corpus"]["level"]
+# A language-model run reads a corpus; a task run (config section `task`) generates its sequences.
+KIND = run_kind(config)
+TASK = config.get("task")
+TASK_RUN = KIND == "task"
+CORPUS = None if TASK_RUN else config["corpus"]["name"]
+LEVEL = None if TASK_RUN else config["corpus"]["level"]
 SPLITS = ("train", "valid", "test")
 LEVELS = ("word", "char")
-TOKENS = f"{DATA}/tokens/{CORPUS}-{LEVEL}"
+TOKENS = None if TASK_RUN else f"{DATA}/tokens/{CORPUS}-{LEVEL}"
 RUN = f"{RESULTS}/runs/{{run}}"
-CELLS = {run_path(cell): cell for cell in expand_grid(config["grid"], config["exclude"])}
+CELLS = {run_path(cell): cell for cell in expand_grid(config["grid"], config["exclude"], TASK)}
+KIND_FIGURES = figures_for(KIND)  # the figures of this kind of run
+KIND_TABLES = tables_for(KIND)
 EFFECTIVE_CONFIG = f"{RESULTS}/config.yaml"
 TABLES_DIR = f"{RESULTS}/tables"
 FIGURES_DIR = f"{RESULTS}/figures"
@@ -34,7 +41,14 @@ def get_cell(wildcards):
     return CELLS[wildcards.run]
 
 
+def get_task_settings(wildcards):
+    """The task section's keys that define this run (the copy task's shape does not concern the adding problem)."""
+    return settings_for(CELLS[wildcards.run]["task"], TASK)
+
+
 def token_files(directory):
+    if directory is None:  # a task run reads no corpus
+        return {}
     return {
         **{split: f"{directory}/{split}.npy" for split in SPLITS},
         "vocab": f"{directory}/vocab.json",
@@ -48,7 +62,7 @@ def run_files(name):
 
 
 wildcard_constraints:
-    run=r"arch~[^/]+(?:/[a-z_]+~[^/]+)*",  # key~value dirs; values may hold dots (init_scale~0.5)
+    run=r"(?:task~[^/]+/T~[^/]+/)?arch~[^/]+(?:/[a-z_]+~[^/]+)*",  # key~value dirs; values may hold dots (init_scale~0.5)
     corpus="[A-Za-z0-9_.-]+",
     split="train|valid|test",
     level="word|char",

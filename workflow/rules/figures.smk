@@ -9,7 +9,7 @@ report: "../report/workflow.rst"
 
 
 wildcard_constraints:
-    figure="|".join(FIGURES),
+    figure="|".join(KIND_FIGURES),
 
 
 localrules:
@@ -59,7 +59,7 @@ rule make_tables:
                 if fmt == "csv"
                 else f"{TABLES_DIR}/{name}.{fmt}"
             )
-            for name in PAPER_TABLES
+            for name in KIND_TABLES
             for fmt in TABLE_FORMATS
         },
     log:
@@ -71,12 +71,13 @@ rule make_tables:
         **get_collect_resources(),  # reads the grid-wide tables
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        kind=KIND,  # corpus or task runs: which tables (rnngrad.tables.tables_for)
     script:
         "../scripts/make_tables.py"
 
 
 rule figures:
     input:
-        expand(f"{FIGURES_DIR}/{{figure}}.{{ext}}", figure=FIGURES, ext=("png", "pdf")),
+        expand(f"{FIGURES_DIR}/{{figure}}.{{ext}}", figure=KIND_FIGURES, ext=("png", "pdf")),
         rules.make_tables.output,
         report(EFFECTIVE_CONFIG, caption="../report/config.rst", category="Configuration"),

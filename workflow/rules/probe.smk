@@ -10,10 +10,11 @@ localrules:
 
 rule probe_gradients:
     input:
+        # a task run is probed on its test sequences, regenerated from its checkpoints' settings
+        **({} if TASK_RUN else {"tokens": f"{TOKENS}/{config['probe']['split']}.npy"}),
         checkpoints=f"{RUN}/checkpoints",
         summary=f"{RUN}/summary.json",
-        tokens=f"{TOKENS}/{config['probe']['split']}.npy",
-        code=[package_file("model.py"), package_file("probe.py")],
+        code=[package_file("model.py"), package_file("probe.py")] + ([package_file("tasks.py")] if TASK_RUN else []),
     output:
         curves=f"{RUN}/probe/gradient_curves.csv",
         summary=f"{RUN}/probe/gradient_summary.csv",

@@ -24,24 +24,35 @@ def _read_corpus_stats(path, exists):
     return res.corpus_stats(path if exists else None, LEVEL)
 
 
+def _sizing(run):
+    """(cell, training, probe, stats) of one run as the cost model sees it (a task run: res.task_sizing)."""
+    cell = CELLS[run]
+    if TASK_RUN:
+        return res.task_sizing(cell, config["training"], config["probe"], TASK)
+    return cell, config["training"], config["probe"], _corpus_stats()
+
+
 def get_train_mem_mb(wildcards, attempt):
-    return res.training_mem_mb(CELLS[wildcards.run], config["training"], _corpus_stats(), attempt=attempt)
+    cell, training, _, stats = _sizing(wildcards.run)
+    return res.training_mem_mb(cell, training, stats, attempt=attempt)
 
 
 def get_train_runtime(wildcards, threads, attempt):
-    return res.training_runtime(CELLS[wildcards.run], config["training"], _corpus_stats(), threads, attempt)
+    cell, training, _, stats = _sizing(wildcards.run)
+    return res.training_runtime(cell, training, stats, threads, attempt)
 
 
 def get_probe_mem_mb(wildcards, attempt):
-    return res.probe_mem_mb(CELLS[wildcards.run], config["probe"], config["training"], _corpus_stats(), attempt)
+    cell, training, probe, stats = _sizing(wildcards.run)
+    return res.probe_mem_mb(cell, probe, training, stats, attempt)
 
 
 def get_probe_runtime(wildcards, threads, attempt):
-    return res.probe_runtime(
-        CELLS[wildcards.run], config["probe"], config["training"], _corpus_stats(), threads, attempt
-    )
+    cell, training, probe, stats = _sizing(wildcards.run)
+    return res.probe_runtime(cell, probe, training, stats, threads, attempt)
 
 
 def get_collect_resources():
     """Sized by the number of training steps of the whole grid (one table row each)."""
-    return res.collect_resources(list(CELLS.values()), config["training"], _corpus_stats())
+    sized = [_sizing(run) for run in CELLS]
+    return res.steps_resources(sum(res.training_steps(c, t, s) for c, t, _, s in sized), len(sized))

@@ -13,8 +13,9 @@ localrules:
 rule train_model:
     input:
         **token_files(TOKENS),
-        code=[package_file("model.py"), package_file("training.py")],
+        code=[package_file("model.py"), package_file("training.py")] + ([package_file("tasks.py")] if TASK_RUN else []),
     output:
+        **({"evaluations": f"{RUN}/evaluations.csv"} if TASK_RUN else {}),  # test metrics per checkpoint
         summary=f"{RUN}/summary.json",
         metrics=f"{RUN}/metrics.csv",
         epochs=f"{RUN}/epochs.csv",
@@ -32,21 +33,23 @@ rule train_model:
         gpu=GPUS,
         workflow_cores=workflow.cores,  # how its threads wait (rnngrad.threads); not a rerun trigger
     params:
+        # what the run reads: its task's settings, or the corpus
+        **({"task": get_task_settings} if TASK_RUN else {"corpus": CORPUS, "level": LEVEL}),
         cell=get_cell,
         training=result_settings("training", config["training"]),
-        corpus=CORPUS,
-        level=LEVEL,
     script:
         "../scripts/train_model.py"
 
 
 rule collect_runs:
     input:
+        **({"evaluations": run_files("evaluations.csv")} if TASK_RUN else {}),
         summaries=run_files("summary.json"),
         epochs=run_files("epochs.csv"),
         metrics=run_files("metrics.csv"),
         code=package_file("collect.py"),
     output:
+        **({"evaluations": f"{RESULTS}/tables/task_evaluations.csv"} if TASK_RUN else {}),
         runs=f"{RESULTS}/tables/runs.csv",
         epochs=f"{RESULTS}/tables/epochs.csv",
         steps=f"{RESULTS}/tables/training_steps.csv",

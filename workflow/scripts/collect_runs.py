@@ -10,4 +10,6 @@ with log_to(snakemake.log[0]):
         snakemake.output.runs,
         snakemake.output.epochs,
         snakemake.output.steps,
+        snakemake.input.get("evaluations"),  # task runs only
+        snakemake.output.get("evaluations"),
     )

@@ -3,4 +3,4 @@ from rnngrad.io import log_to
 from rnngrad.tables import make_tables
 
 with log_to(snakemake.log[0]):
-    make_tables(snakemake.input.runs, snakemake.input.summary, snakemake.params.out_dir)
+    make_tables(snakemake.input.runs, snakemake.input.summary, snakemake.params.out_dir, snakemake.params.kind)

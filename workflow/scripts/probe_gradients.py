@@ -15,7 +15,7 @@ with log_to(snakemake.log[0]):
     print(f"probe of {snakemake.wildcards.run} with {snakemake.threads} thread(s)")
     probe_run(
         snakemake.input.checkpoints,
-        snakemake.input.tokens,
+        snakemake.input.get("tokens"),  # none for a task run
         snakemake.params.probe,
         {name: getattr(snakemake.output, name) for name in TABLES},
         threads=snakemake.threads,

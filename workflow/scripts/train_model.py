@@ -16,15 +16,19 @@ from rnngrad.training import train_run  # noqa: E402
 # Threads are the rule's `threads:` (the config's, capped by --cores).
 execution = execution_settings("training", snakemake.config["training"])
 
+params = dict(snakemake.params.items())
+if "task" in params:  # a task run generates its sequences
+    data = {"token_dir": None, "task": params["task"]}
+else:
+    data = {"token_dir": Path(snakemake.input.train).parent, "corpus": params["corpus"], "level": params["level"]}
+
 with log_to(snakemake.log[0]):
     print(f"{snakemake.threads} thread(s), OpenMP waits {os.environ.get('OMP_WAIT_POLICY', 'default').lower()}")
     train_run(
-        snakemake.params.cell,
-        snakemake.params.training,
-        Path(snakemake.input.train).parent,
-        Path(snakemake.output.summary).parent,
-        corpus=snakemake.params.corpus,
-        level=snakemake.params.level,
+        params["cell"],
+        params["training"],
+        run_dir=Path(snakemake.output.summary).parent,
+        **data,
         threads=snakemake.threads,
         device=execution["device"],
         log_every_s=execution["log_every_s"],

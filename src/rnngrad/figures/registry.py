@@ -6,6 +6,8 @@ one module and a module to one category, so `code_files(name)` (the figure job's
 input in workflow/rules/figures.smk) is exactly the code that draws that figure: its own
 module and the shared ones. Editing one category module reruns that category's figures,
 editing a shared module reruns them all, and neither reruns a training or probe job.
+A category draws either language-model runs or task runs (`category(name, runs="task")`):
+a results directory holds one kind, and the workflow draws that kind's figures (`figures_for`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import pandas as pd
 from rnngrad.figures.style import RC
 
 TABLES = ("runs", "epochs", "training_steps", "gradient_curves", "gradient_summary",
-          "temporal_contributions", "jacobian_steps")
+          "temporal_contributions", "jacobian_steps", "task_evaluations")
+RUN_KINDS = ("corpus", "task")  # rnngrad.config.run_kind
 # Modules every figure runs, relative to the package directory src/rnngrad/.
 SHARED_CODE = ("figures/registry.py", "figures/style.py", "selection.py")
 
@@ -32,14 +35,17 @@ class FigureSpec:
     category: str
     subcategory: str
     module: str  # e.g. 'rnngrad.figures.theory'
+    runs: str = "corpus"  # the kind of run it draws (RUN_KINDS)
 
 
 FIGURES: dict[str, FigureSpec] = {}
 _CATEGORY_MODULE: dict[str, str] = {}
 
 
-def category(name: str):
-    """The `figure(tables, subcategory)` decorator of one report category's module."""
+def category(name: str, runs: str = "corpus"):
+    """The `figure(tables, subcategory)` decorator of one report category's module, drawing runs of kind `runs`."""
+    if runs not in RUN_KINDS:
+        raise ValueError(f"category {name!r}: runs {runs!r} is not one of {RUN_KINDS}")
 
     def figure(tables: tuple[str, ...], subcategory: str):
         unknown = set(tables) - set(TABLES)
@@ -57,12 +63,17 @@ def category(name: str):
             if figure_name in FIGURES and FIGURES[figure_name].function is not function:
                 raise ValueError(f"figure {figure_name!r} is registered twice: {FIGURES[figure_name].module}, {module}")
             _CATEGORY_MODULE[name] = module
-            FIGURES[figure_name] = FigureSpec(function, tuple(tables), name, subcategory, module)
+            FIGURES[figure_name] = FigureSpec(function, tuple(tables), name, subcategory, module, runs)
             return function
 
         return decorate
 
     return figure
+
+
+def figures_for(kind: str) -> list[str]:
+    """The names of the figures that draw runs of kind `kind` ('corpus' or 'task')."""
+    return [name for name, spec in FIGURES.items() if spec.runs == kind]
 
 
 def code_files(name: str) -> list[str]:
