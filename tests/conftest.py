@@ -77,3 +77,31 @@ def saved_step(state_path) -> int | None:
         return torch.load(state_path, weights_only=False)["progress"]["step"]
     except (FileNotFoundError, EOFError, RuntimeError):
         return None
+
+
+def kill_and_resume(cell: dict, settings: dict, token_dir, root: Path, kill_after: int,
+                    task: dict | None = None) -> tuple[Path, Path, int]:
+    """Train `cell` uninterrupted into root/reference; train it again into root/killed, saving
+    after every step, SIGKILL it once it has saved step `kill_after`, and rerun it to the end.
+
+    Returns (reference dir, killed-and-resumed dir, the step the rerun resumed from).
+    """
+    import signal
+    import time
+
+    reference = launch_training(cell, settings, token_dir, root / "reference", task=task)
+    assert reference.wait(timeout=300) == 0, reference.stdout.read().decode()
+    run_dir = root / "killed"
+    state_path = run_dir / ".partial" / "state.pt"
+    process = launch_training(cell, settings, token_dir, run_dir, save_every_s=0.0, task=task)
+    deadline = time.monotonic() + 120
+    while (saved_step(state_path) or 0) < kill_after and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run_dir / "summary.json").exists()
+    resumed = launch_training(cell, settings, token_dir, run_dir, task=task)
+    output = resumed.communicate(timeout=300)[0].decode()
+    assert resumed.returncode == 0 and "resuming from step " in output, output
+    return root / "reference", run_dir, int(output.split("resuming from step ")[1].split()[0])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 
 import matplotlib
@@ -23,7 +22,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
-from conftest import ROOT, job_counts, launch_training, run_snakemake, saved_step  # noqa: E402
+from conftest import ROOT, job_counts, kill_and_resume, run_snakemake  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -253,20 +252,7 @@ def test_sigkill_and_resume_of_a_task_run_equals_an_uninterrupted_run(tmp_path):
     config = task_config(name=["copy"], steps=300)
     cell, settings = make_cell("copy", arch="gru"), validate_config(
         {**config, "training": {"checkpoints": [0.0, 0.3, 0.6, 1.0]}})["training"]
-    reference = launch_training(cell, settings, None, tmp_path / "reference", task=config["task"])
-    assert reference.wait(timeout=300) == 0, reference.stdout.read().decode()
-    run_dir = tmp_path / "killed"
-    state_path = run_dir / training.PARTIAL_DIR / training.STATE_FILE
-    process = launch_training(cell, settings, None, run_dir, save_every_s=0.0, task=config["task"])
-    deadline = time.monotonic() + 120
-    while (saved_step(state_path) or 0) < 100 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    resumed = launch_training(cell, settings, None, run_dir, task=config["task"])
-    output = resumed.communicate(timeout=300)[0].decode()
-    assert resumed.returncode == 0 and "resuming from step " in output, output
+    _, run_dir, _ = kill_and_resume(cell, settings, None, tmp_path, 100, task=config["task"])
     for name in ("metrics.csv", "evaluations.csv", "epochs.csv"):
         ours, theirs = pd.read_csv(run_dir / name), pd.read_csv(tmp_path / "reference" / name)
         pd.testing.assert_frame_equal(ours.drop(columns="wall_s", errors="ignore"),

@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import signal
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -20,8 +18,7 @@ import pandas as pd
 import pytest
 import test_training
 import torch
-from conftest import launch_training as launch
-from conftest import saved_step
+from conftest import kill_and_resume
 from matplotlib.colors import same_color
 from matplotlib.text import Text
 from synthetic_tables import make_tables, write_tables
@@ -475,23 +472,8 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(token_dir, tmp_path, arc
     cell = remedy_cell(arch, optimizer=optimizer, lr=0.01 if optimizer == "adam" else 1.0, epochs=3)
     settings = make_training(max_tokens=None, checkpoints=[0.0, 0.3, 0.6, 1.0])
     planned = 3 * len(training.batch_starts(4000 // 4, 10))
-    reference = launch(cell, settings, token_dir, tmp_path / "reference")
-    assert reference.wait(timeout=300) == 0, reference.stdout.read().decode()
-
-    run_dir = tmp_path / "killed"
-    state_path = run_dir / training.PARTIAL_DIR / training.STATE_FILE
-    process = launch(cell, settings, token_dir, run_dir, save_every_s=0.0)
-    deadline = time.monotonic() + 120
-    while (saved_step(state_path) or 0) < planned // 4 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-
-    resumed = launch(cell, settings, token_dir, run_dir)
-    output = resumed.communicate(timeout=300)[0].decode()
-    assert resumed.returncode == 0, output
-    assert planned // 4 <= int(output.split("resuming from step ")[1].split()[0]) < planned
+    _, run_dir, resumed_from = kill_and_resume(cell, settings, token_dir, tmp_path, planned // 4)
+    assert planned // 4 <= resumed_from < planned
     assert_same_numbers(read_outputs(tmp_path / "reference"), read_outputs(run_dir))
     for path in sorted((tmp_path / "reference" / "checkpoints").iterdir()):
         ours = torch.load(run_dir / "checkpoints" / path.name, weights_only=True)["state_dict"]

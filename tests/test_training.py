@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import launch_training, saved_step
+from conftest import kill_and_resume
 
 from rnngrad import probe, training
 from rnngrad.collect import collect_runs
@@ -269,24 +267,7 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(token_dir, tmp_path, arc
     settings = make_training(max_tokens=None, checkpoints=[0.0, 0.3, 0.6, 1.0])
     planned = 3 * len(training.batch_starts(4000 // 4, 10))
 
-    reference = launch_training(cell, settings, token_dir, tmp_path / "reference")
-    assert reference.wait(timeout=300) == 0, reference.stdout.read().decode()
-
-    run_dir = tmp_path / "killed"
-    state_path = run_dir / training.PARTIAL_DIR / training.STATE_FILE
-    process = launch_training(cell, settings, token_dir, run_dir, save_every_s=0.0)
-    deadline = time.monotonic() + 120
-    while (saved_step(state_path) or 0) < planned // 4 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (run_dir / "summary.json").exists()
-
-    resumed = launch_training(cell, settings, token_dir, run_dir)
-    output = resumed.communicate(timeout=300)[0].decode()
-    assert resumed.returncode == 0, output
-    resumed_from = int(output.split("resuming from step ")[1].split()[0])
+    _, run_dir, resumed_from = kill_and_resume(cell, settings, token_dir, tmp_path, planned // 4)
     assert planned // 4 <= resumed_from < planned
     assert_same_numbers(read_outputs(tmp_path / "reference"), read_outputs(run_dir))
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
