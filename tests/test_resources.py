@@ -186,6 +186,13 @@ def measure_job(kind: str, token_dir, run_dir) -> dict:
     return {**json.loads(done.stdout.splitlines()[-1]), "s": time.perf_counter() - start}
 
 
+def best_of_two(kind: str, token_dir, run_dir) -> dict:
+    """The lower wall time and the lower peak RSS of two runs: both vary from run to run (a
+    full test session once measured a training peak 40% above its usual one)."""
+    runs = [measure_job(kind, token_dir, run_dir) for _ in range(2)]
+    return {"s": min(run["s"] for run in runs), "mb": min(run["mb"] for run in runs)}
+
+
 @pytest.mark.slow
 def test_requests_fit_a_real_tiny_run(tmp_path):
     """A char-level LSTM trained (~5 s) and probed in fresh Pythons, as the jobs run: the
@@ -203,13 +210,13 @@ def test_requests_fit_a_real_tiny_run(tmp_path):
     cell = normalise_cell(TINY_CELL)
     run_dir = tmp_path / "run"
 
-    train = min((measure_job("train", token_dir, run_dir) for _ in range(2)), key=lambda m: m["s"])
+    train = best_of_two("train", token_dir, run_dir)
     asked_s = res.training_seconds(cell, TINY_TRAINING, stats) * res.SAFETY
     asked_mb = res.training_script_mb(cell, TINY_TRAINING, stats) * res.MEM_SAFETY
     assert train["s"] <= asked_s <= 2 * train["s"], f"training: asked {asked_s:.1f} s, measured {train['s']:.1f} s"
     assert train["mb"] <= asked_mb <= 2 * train["mb"], f"training: asked {asked_mb:.0f} MB, measured {train['mb']:.0f}"
 
-    probe = measure_job("probe", token_dir, run_dir)
+    probe = best_of_two("probe", token_dir, run_dir)
     asked_s = res.probe_seconds(cell, TINY_PROBE, TINY_TRAINING, stats) * res.SAFETY
     asked_mb = res.probe_script_mb(cell, TINY_PROBE, TINY_TRAINING, stats) * res.MEM_SAFETY
     assert probe["s"] <= asked_s <= 2 * probe["s"], f"probe: asked {asked_s:.1f} s, measured {probe['s']:.1f} s"
