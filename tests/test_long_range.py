@@ -417,7 +417,7 @@ def test_the_long_range_table_lists_seeds_in_order_and_counts_the_solved(tmp_pat
 # ---------------------------------------------------------------- the pipeline
 
 
-@pytest.mark.parametrize("name", ["test_long_range.yaml", "long_range.yaml"])
+@pytest.mark.parametrize("name", ["test_long_range.yaml", "long_range.yaml", "test_remedies.yaml", "remedies.yaml"])
 def test_dry_run_of_the_task_configs(tmp_path, name):
     config = validate_config(yaml.safe_load((ROOT / "config" / name).read_text()))
     done = run_snakemake(tmp_path, "--dry-run", "--configfile", str(ROOT / "config" / name), cores=1, timeout=300)

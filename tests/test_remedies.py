@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 import test_training
 import torch
-from conftest import kill_and_resume
+import yaml
+from conftest import ROOT, kill_and_resume, run_snakemake
 from matplotlib.colors import same_color
 from matplotlib.text import Text
 from synthetic_tables import make_tables, write_tables
@@ -336,29 +337,42 @@ def test_indrnn_init_and_projection_keep_u_within_its_bound(bound):
     assert spectral_stats(model.recurrent_weights()[0], "indrnn")["sigma_max"] == pytest.approx(limit)
 
 
+@pytest.mark.parametrize("inputs", ["tokens", "real"])  # a language model's, or the adding problem's (nn.Linear)
 @pytest.mark.parametrize("arch", REMEDIES)
-def test_checkpoint_round_trip(arch, tmp_path):
-    model = remedy(arch)
-    hparams = {"arch": arch, "vocab_size": VOCAB, "hidden_size": 4, "num_layers": 2, "indrnn_bound": 2.0, "bptt": 10}
+def test_checkpoint_round_trip(arch, inputs, tmp_path):
+    shape = {"input_features": 2, "output_size": 1} if inputs == "real" else {}
+    model = build_model(arch, vocab_size=VOCAB, hidden_size=4, num_layers=2, bptt=10, indrnn_bound=2.0, **RING,
+                        **shape)
+    with torch.no_grad():  # every tensor away from its init, so a tensor left out cannot go unnoticed
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    hparams = {"arch": arch, "vocab_size": VOCAB, "hidden_size": 4, "num_layers": 2, "indrnn_bound": 2.0, "bptt": 10,
+               **shape}
     save_checkpoint(tmp_path / "c.pt", model, hparams, step=5, tokens_seen=100)
     loaded, _ = load_checkpoint(tmp_path / "c.pt")
-    tokens = torch.as_tensor(random_windows(3, 0, 6)).t()
+    assert set(loaded.plain_state_dict()) == set(model.plain_state_dict())
+    x = torch.rand(6, 3, 2) if inputs == "real" else torch.as_tensor(random_windows(3, 0, 6)).t()
     with torch.no_grad():
-        assert torch.equal(model(tokens, model.init_hidden(3))[0], loaded(tokens, loaded.init_hidden(3))[0])
+        assert torch.equal(model(x, model.init_hidden(3))[0], loaded(x, loaded.init_hidden(3))[0])
     if arch == "indrnn":
         assert loaded.rnn.recurrent_max == model.rnn.recurrent_max
 
 
-def test_orthogonal_rnn_checkpoint_loads_into_a_plain_nn_rnn(tmp_path):
-    model = remedy("orthogonal_rnn", hidden=8)
+@pytest.mark.parametrize("inputs", ["tokens", "real"])
+def test_orthogonal_rnn_checkpoint_loads_into_a_plain_nn_rnn(inputs, tmp_path):
+    real = inputs == "real"  # the adding problem's input layer and head
+    model = build_model("orthogonal_rnn", vocab_size=VOCAB, hidden_size=8, num_layers=2,
+                        **({"input_features": 2, "output_size": 1} if real else {}))
     save_checkpoint(tmp_path / "c.pt", model, {"arch": "orthogonal_rnn"}, step=0, tokens_seen=0)
     ckpt = torch.load(tmp_path / "c.pt", weights_only=True)
-    net = nn.ModuleDict({"embedding": nn.Embedding(VOCAB, 8), "rnn": nn.RNN(8, 8, 2), "decoder": nn.Linear(8, VOCAB)})
+    net = nn.ModuleDict({"embedding": nn.Linear(2, 8) if real else nn.Embedding(VOCAB, 8), "rnn": nn.RNN(8, 8, 2),
+                         "decoder": nn.Linear(8, 1 if real else VOCAB)})
     net.load_state_dict(ckpt["state_dict"])  # strict: exactly nn.RNN's names
-    tokens, h0 = torch.as_tensor(random_windows(3, 0, 6)).t(), torch.randn(2, 3, 8) * 0.5
+    x = torch.rand(6, 3, 2) if real else torch.as_tensor(random_windows(3, 0, 6)).t()
+    h0 = torch.randn(2, 3, 8) * 0.5
     with torch.no_grad():
-        output, final = net["rnn"](net["embedding"](tokens), h0)
-        logits, ours = model(tokens, h0)
+        output, final = net["rnn"](net["embedding"](x), h0)
+        logits, ours = model(x, h0)
     assert torch.equal(logits, net["decoder"](output)) and torch.equal(final, ours)
 
 
@@ -525,6 +539,21 @@ def test_readme_forward_reproduces_the_model_from_a_checkpoint(arch, tmp_path):
 SINGLE_FAMILY_FIGURES = {"lstm_cell_state", "init_scale_effect"}
 
 
+def assert_names_the_remedies_in_their_colours(fig, name: str, remedies=REMEDIES) -> None:
+    """Each remedy is named in `fig` (a legend entry, panel title or tick label), and a legend
+    entry that names it has its colour."""
+    texts = {t.get_text() for t in fig.findobj(Text)}
+    for arch in remedies:
+        assert any(re.match(re.escape(style.ARCH_LABELS[arch]) + r"(\W|$)", t) for t in texts), (name, arch)
+    for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
+        for handle, text in zip(legend.legend_handles, legend.texts):
+            arch = next((a for a in remedies if re.match(re.escape(style.ARCH_LABELS[a]) + r"(\W|$)",
+                                                         text.get_text())), None)
+            if arch:  # a line's colour, or a scatter's face
+                colour = handle.get_color() if hasattr(handle, "get_color") else handle.get_facecolor()[0]
+                assert same_color(colour, style.ARCH_COLOURS[arch]), (name, arch)
+
+
 def test_every_figure_comparing_archs_shows_the_remedies_in_their_colours(tmp_path):
     paths = write_tables(make_tables(steps=40, max_lag=20), tmp_path)
     frames = {name: pd.read_csv(path, low_memory=False) for name, path in paths.items()}
@@ -536,14 +565,46 @@ def test_every_figure_comparing_archs_shows_the_remedies_in_their_colours(tmp_pa
             continue
         with plt.rc_context(style.RC):
             fig = spec.function(**{table: frames[table] for table in spec.tables})
-        texts = {t.get_text() for t in fig.findobj(Text)}
-        for arch in REMEDIES:  # named: a legend entry, panel title or tick label
-            assert any(re.match(re.escape(style.ARCH_LABELS[arch]) + r"(\W|$)", t) for t in texts), (name, arch)
-        for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
-            for handle, text in zip(legend.legend_handles, legend.texts):
-                arch = next((a for a in REMEDIES if re.match(re.escape(style.ARCH_LABELS[a]) + r"(\W|$)",
-                                                             text.get_text())), None)
-                if arch:  # a line's colour, or a scatter's face
-                    colour = handle.get_color() if hasattr(handle, "get_color") else handle.get_facecolor()[0]
-                    assert same_color(colour, style.ARCH_COLOURS[arch]), (name, arch)
+        assert_names_the_remedies_in_their_colours(fig, name)
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------- the long-range tasks
+
+
+def test_remedies_config_is_what_the_issue_asks():
+    """The seed's archs and every remedy, on both tasks, with T up to where the LSTM stays at the copy baseline."""
+    config = validate_config(yaml.safe_load((ROOT / "config" / "remedies.yaml").read_text()))
+    assert {"rnn_tanh", "irnn", "lstm", "gru", *REMEDIES} <= set(config["grid"]["arch"])
+    cells = expand_grid(config["grid"], config["exclude"], config["task"])
+    assert {(cell["task"], cell["arch"]) for cell in cells} == {
+        (task, arch) for task in ("adding", "copy") for arch in config["grid"]["arch"]}
+    assert max(cell["T"] for cell in cells if cell["task"] == "copy") >= 200
+    assert len(config["grid"]["seed"]) == 2
+
+
+@pytest.mark.slow
+def test_the_tiny_remedies_pipeline_trains_probes_and_draws_every_remedy(tmp_path):
+    """config/test_remedies.yaml end to end: each remedy trained and probed on both tasks, in
+    the long_range table and named, in its colour, in every long-range figure."""
+    name = ROOT / "config" / "test_remedies.yaml"
+    run_snakemake(tmp_path, "--configfile", str(name))
+    config = validate_config(yaml.safe_load(name.read_text()))
+    tables = tmp_path / config["results_dir"] / "tables"
+    runs = pd.read_csv(tables / "runs.csv")
+    cells = expand_grid(config["grid"], config["exclude"], config["task"])
+    assert len(runs) == len(cells) and (runs["status"] == "ok").all()
+    summary = pd.read_csv(tables / "gradient_summary.csv")
+    for arch in REMEDIES:
+        for task in ("adding", "copy"):
+            probed = summary[(summary["arch"] == arch) & (summary["task"] == task)]
+            assert len(probed) and np.isfinite(probed["dependency_lag"]).all(), (arch, task)
+    assert set(pd.read_csv(tables / "long_range.csv")["arch"]) == set(config["grid"]["arch"])
+    for figure_name in figures.figures_for("task"):
+        spec = figures.FIGURES[figure_name]
+        assert (tables.parent / "figures" / f"{figure_name}.png").stat().st_size > 5_000
+        frames = {table: pd.read_csv(tables / f"{table}.csv", low_memory=False) for table in spec.tables}
+        with plt.rc_context(style.RC):
+            fig = spec.function(**frames)
+        assert_names_the_remedies_in_their_colours(fig, figure_name)
         plt.close(fig)

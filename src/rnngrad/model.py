@@ -344,8 +344,11 @@ class RNNModel(nn.Module):
         plain = {key: value for key, value in state.items() if ".parametrizations." not in key}
         for layer in range(self.num_layers):
             plain[f"rnn.weight_hh_l{layer}"] = getattr(self.rnn, f"weight_hh_l{layer}").detach().clone()
-        order = [f"rnn.{name}" for name in nn.RNN(1, 1, self.num_layers).state_dict()]
-        return {key: plain[key] for key in ["embedding.weight", *order, "decoder.weight", "decoder.bias"]}
+        # nn.RNN's own order inside `rnn.`; every other tensor (a task run's input layer has a bias) as is.
+        rnn_order = [f"rnn.{name}" for name in nn.RNN(1, 1, self.num_layers).state_dict()]
+        inputs = [key for key in plain if key.startswith("embedding.")]
+        rest = [key for key in plain if key not in inputs and key not in rnn_order]
+        return {key: plain[key] for key in [*inputs, *rnn_order, *rest]}
 
     def load_plain_state_dict(self, state: dict) -> None:
         """Inverse of plain_state_dict: the orthogonal RNN's materialised W_hh becomes the base
