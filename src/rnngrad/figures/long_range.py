@@ -113,6 +113,7 @@ def learnable_dependency_length(runs):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(np.asarray(values, dtype=float), [f"{v:g}" for v in values])
+        ax.set_xlim(min(values) / 1.6, max(values) * 1.6)  # the arch offsets stay visibly around one T
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("dependency length T")
         _ratio_ticks(ax)
@@ -198,14 +199,18 @@ def gradient_bridge(gradient_summary, runs):
     frame["censored"] = ~np.isfinite(frame["x"]) & below
     finite_x = frame.loc[np.isfinite(frame["x"]), "x"]
     left = (finite_x.min() if len(finite_x) else -10.0) - 1.0
+    present = archs(frame)
     for (task, arch), sel in frame.groupby(["task", "arch"]):
         colour = ARCH_COLOURS[arch]
         x = np.where(sel["censored"], left, sel["x"])
         y = _positive(sel["test_ratio"])
         solved = sel["solved"].to_numpy()
         marker = TASK_MARKERS[task]
-        ax.scatter(x[solved], y[solved], color=colour, marker=marker, s=20, zorder=3)
-        ax.scatter(x[~solved], y[~solved], facecolors="white", edgecolors=colour, marker=marker, s=20, zorder=3)
+        # Later archs smaller and on top: runs that coincide show as concentric markers.
+        rank = present.index(arch)
+        size, order = 14 + 5 * (len(present) - 1 - rank), 3 + 0.01 * rank
+        ax.scatter(x[solved], y[solved], color=colour, marker=marker, s=size, zorder=order)
+        ax.scatter(x[~solved], y[~solved], facecolors="white", edgecolors=colour, marker=marker, s=size, zorder=order)
     if frame["censored"].any():
         ax.axvline(left, color="0.6", linewidth=0.6)
         ax.annotate("< 1e-308", (left, ax.get_ylim()[1]), fontsize=6, color="0.35", ha="left", va="top")
@@ -219,11 +224,11 @@ def gradient_bridge(gradient_summary, runs):
     tasks = [t for t in ("adding", "copy") if t in set(frame["task"])]
     extra = [Line2D([], [], color="0.3", marker=TASK_MARKERS[t], linestyle="none", label=TASK_TITLES[t])
              for t in tasks]
-    ax.legend(handles=arch_handles(archs(frame), extra), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6)
+    ax.legend(handles=arch_handles(present, extra), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6)
     missing = int((~np.isfinite(frame["x"]) & ~frame["censored"]).sum())
     footer(fig, join_notes("Every run of the grid: x, median over the probed test sequences of g(k)/g(0) at the lag "
                            "k_dep where the information lies (adding: T - 1; copy: T + copy_length), top layer, at "
                            "initialisation; y, final test loss over the baseline (dashed; dotted: adding solved); "
-                           "filled: solved",
+                           "filled: solved; runs that coincide show as concentric markers",
                            f"{missing} run(s) without a finite value left out" if missing else ""))
     return fig
