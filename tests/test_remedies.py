@@ -608,3 +608,8 @@ def test_the_tiny_remedies_pipeline_trains_probes_and_draws_every_remedy(tmp_pat
             fig = spec.function(**frames)
         assert_names_the_remedies_in_their_colours(fig, figure_name)
         plt.close(fig)
+    report = tmp_path / "report.html"
+    run_snakemake(tmp_path, "--report", str(report), "--configfile", str(name))
+    html = report.read_text()
+    assert "Long-range tasks" in html and "orthogonal RNN, IndRNN and LRU" in html
+    assert all(f"{figure_name}.png" in html for figure_name in figures.figures_for("task"))
