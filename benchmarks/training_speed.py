@@ -352,6 +352,7 @@ def main(argv=None):
     args.threads = (args.threads or [1])[0]
     torch.set_num_threads(args.threads)
     if args.remedies:
+        args.sizes = args.sizes or ["ptb-small", "char"]
         return remedies(args)
     if args.tasks:
         args.archs, args.sizes = args.archs or ["rnn_tanh", "irnn", "lstm", "gru"], args.sizes or list(TASK_SIZES)

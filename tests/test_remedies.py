@@ -283,24 +283,29 @@ def test_orthogonal_rnn_has_lambda_1_and_no_growth_window_by_window(layers, trai
 # ---------------------------------------------------------------- models and constraints
 
 
-@pytest.mark.parametrize("steps", [1, 2, 7, 35])
+@pytest.mark.parametrize("steps", [1, 2, 7, 35, 100, 1000])
 @pytest.mark.parametrize("dtype", [torch.complex128, torch.float64])
 def test_linear_recurrence_and_its_closed_form_backward_equal_autograd_through_the_loop(steps, dtype):
     generator = torch.Generator().manual_seed(steps)
     draw = lambda *shape: torch.randn(*shape, generator=generator, dtype=dtype)  # noqa: E731
-    lam, inputs, h0 = (draw(5) * 0.7).requires_grad_(True), draw(steps, 3, 5).requires_grad_(True), draw(3, 5)
+    lam = draw(5) * 0.7  # some |lam| > 1: growth too, over short sequences
+    if steps > 35:  # long sequences: |lam| < 1 up to 0.99, as the LRU's
+        lam = 0.99 * lam / lam.abs().max()
+    lam, inputs, h0 = lam.requires_grad_(True), draw(steps, 3, 5).requires_grad_(True), draw(3, 5)
     h0.requires_grad_(True)
-    unbatched = (lam, inputs[:, 0].detach().requires_grad_(True), h0[0].detach().requires_grad_(True))
-    assert torch.autograd.gradcheck(linear_recurrence, unbatched)
+    if steps <= 100:
+        unbatched = (lam, inputs[:, 0].detach().requires_grad_(True), h0[0].detach().requires_grad_(True))
+        assert torch.autograd.gradcheck(linear_recurrence, unbatched)
     fused, looped = linear_recurrence(lam, inputs, h0), linear_loop(lam, inputs, h0)
     assert torch.allclose(fused, looped, rtol=1e-12, atol=1e-14)
     weights = draw(steps, 3, 5)
     grads = [torch.autograd.grad((out * weights).real.sum(), (lam, inputs, h0)) for out in (fused, looped)]
     for ours, reference in zip(*grads):
         assert torch.allclose(ours, reference, rtol=1e-11, atol=1e-13)
-    assert torch.autograd.gradcheck(linear_recurrence, (lam.detach().requires_grad_(True),
-                                                        inputs.detach().requires_grad_(True),
-                                                        h0.detach().requires_grad_(True)))
+    if steps <= 35:
+        assert torch.autograd.gradcheck(linear_recurrence, (lam.detach().requires_grad_(True),
+                                                            inputs.detach().requires_grad_(True),
+                                                            h0.detach().requires_grad_(True)))
 
 
 def test_lru_starts_on_the_ring_with_gamma_normalisation():
