@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
@@ -55,6 +56,22 @@ def private_checkout(destination: Path) -> Path:
         shutil.copytree(ROOT / part, destination / part, ignore=ignore)
     shutil.copy2(ROOT / "Snakefile", destination / "Snakefile")
     return destination / "Snakefile"
+
+
+def tiny_grid(root: Path) -> tuple[Path, Path, Path, dict]:
+    """A private checkout under `root` and a work dir holding the config file of a tiny grid
+    (config/test.yaml with a tanh RNN and an LSTM at init scale 0.5; the repo's shared,
+    deterministic tokens): (snakefile, work dir, config file, config)."""
+    snakefile = private_checkout(root / "repo")
+    work = root / "work"
+    work.mkdir()
+    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    config["grid"].update(arch=["rnn_tanh", "lstm"], init_scale=[0.5])
+    config["results_dir"] = "results"
+    config["data_dir"] = str(ROOT / "data")
+    configfile = work / "grid.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    return snakefile, work, configfile, config
 
 
 def launch_training(cell: dict, settings: dict, token_dir, run_dir, save_every_s: float = 60.0,

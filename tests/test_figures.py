@@ -23,7 +23,7 @@ import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from conftest import job_counts, private_checkout, run_snakemake  # noqa: E402
+from conftest import job_counts, run_snakemake, tiny_grid  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from rnngrad import figures, selection, tables  # noqa: E402
@@ -538,15 +538,7 @@ def test_editing_figures_reruns_only_figure_jobs(tmp_path):
     Snakemake reruns a job whose input is newer than its outputs AND whose checksum
     changed, so each edit changes the file's content (a bare `touch` reruns nothing).
     """
-    snakefile = private_checkout(tmp_path / "repo")
-    work = tmp_path / "work"
-    work.mkdir()
-    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
-    config["grid"].update(arch=["rnn_tanh", "lstm"], init_scale=[0.5])
-    config["results_dir"] = "results"
-    config["data_dir"] = str(ROOT / "data")  # tokens are deterministic and shared
-    configfile = work / "tiny.yaml"
-    configfile.write_text(yaml.safe_dump(config))
+    snakefile, work, configfile, _ = tiny_grid(tmp_path)
 
     def run(*args):  # targets first: --configfile takes several values
         return snakemake(work, *args, "--configfile", str(configfile), snakefile=snakefile)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, job_counts, private_checkout, run_snakemake
+from conftest import ROOT, job_counts, run_snakemake, tiny_grid
 
 from rnngrad.figures import FIGURES, figures_for
 from rnngrad.grid import expand_grid, run_path
@@ -37,15 +37,8 @@ def figures_reading(tables: set[str]) -> int:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """A finished tiny grid: (snakefile of the private checkout, work dir, its config file's contents)."""
-    root = tmp_path_factory.mktemp("reruns")
-    snakefile = private_checkout(root / "repo")
-    work = root / "work"
-    work.mkdir()
-    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
-    config["grid"].update(arch=["rnn_tanh", "lstm"], init_scale=[0.5])
-    config["results_dir"] = "results"
-    config["data_dir"] = str(ROOT / "data")  # tokens are deterministic and shared
-    run_snakemake(work, "--configfile", str(write_config(work / "grid.yaml", config)), snakefile=snakefile)
+    snakefile, work, configfile, config = tiny_grid(tmp_path_factory.mktemp("reruns"))
+    run_snakemake(work, "--configfile", str(configfile), snakefile=snakefile)
     return snakefile, work, config
 
 
