@@ -32,6 +32,7 @@ ACTIVATION_DERIVATIVE_BOUND = {"rnn_tanh": 1.0, "rnn_sigmoid": 0.25, "rnn_relu":
 INITS = ("orthogonal", "identity", "uniform", "default")
 # The schema's defaults, for models built outside a grid cell.
 DEFAULT_INDRNN_BOUND, DEFAULT_BPTT = 2.0, 35
+INDRNN_INPUT_STD = 0.001  # Li et al.'s adding.py: W_in_to_hid = lasagne.init.Normal(0.001), a standard deviation
 LRU_MAX_PHASE = 2 * math.pi  # the paper's default: initial phases uniform in [0, 2 pi)
 
 
@@ -247,9 +248,10 @@ class LRU(nn.Module):
 def orthogonal_rnn(input_size: int, hidden_size: int, num_layers: int) -> nn.RNN:
     """A tanh nn.RNN whose every W_hh is exactly orthogonal during training.
 
-    torch's orthogonal parametrization (matrix exponential with dynamic trivialisation,
-    Lezcano-Casado & Martinez-Rubio 2019): W_hh = base @ expm(A - A^T), the optimizer
-    moves A. `rnn.weight_hh_l{k}` reads the materialised matrix.
+    torch's orthogonal parametrization: W_hh = B expm(A - A^T), the optimizer moves A, and B
+    is the initial (Haar) draw, never re-based during training: the *static* trivialisation
+    of Lezcano-Casado & Martinez-Rubio 2019 (their dynamic one, expRNN's dtriv, re-bases B
+    every K steps; static is its K = infinity). `rnn.weight_hh_l{k}` reads the materialised matrix.
     """
     rnn = nn.RNN(input_size, hidden_size, num_layers, nonlinearity="tanh")
     for layer in range(num_layers):
@@ -423,7 +425,8 @@ def build_model(
     if arch in ("orthogonal_rnn", "indrnn", "lru"):
         with torch.no_grad():
             _init_remedy(model, generator, float(indrnn_bound) if arch == "indrnn" else None,
-                         (float(lru_r_min), float(lru_r_max)) if arch == "lru" else None)
+                         (float(lru_r_min), float(lru_r_max)) if arch == "lru" else None,
+                         task_run=unroll_steps is not None)
         return model
     init = "identity" if arch == "irnn" else init
     with torch.no_grad():
@@ -449,11 +452,14 @@ def _arch_options(arch: str, indrnn_bound, steps) -> dict:
 
 
 def _init_remedy(model: RNNModel, generator: torch.Generator, indrnn_bound: float | None,
-                 lru_ring: tuple[float, float] | None) -> None:
+                 lru_ring: tuple[float, float] | None, task_run: bool = False) -> None:
     """The recurrent init of the orthogonal RNN, IndRNN and LRU (under no_grad).
 
     Orthogonal RNN: W_hh a random orthogonal matrix (Haar), assigned through the
-    parametrization. IndRNN (Li et al. 2018, their code): biases 0, u uniform in
+    parametrization. IndRNN (Li et al. 2018, their code): on a long-range task run (the
+    whole sequence unrolled) input weights N(0, 0.001^2) as their adding problem's
+    `--in2hidW`; on a corpus torch's default uniform +-1/sqrt(H), since that recipe starves a
+    language model of its input (README: Remedies); biases 0, u uniform in
     [0, recurrent_max], the top layer's in [(1/bound)^(1/bptt), recurrent_max] when the
     bound exceeds 1, so that it keeps long memories. LRU (Orvieto et al. 2023): |lambda|
     uniform on the ring r_min <= |lambda| <= r_max (by area), phase uniform in
@@ -464,6 +470,8 @@ def _init_remedy(model: RNNModel, generator: torch.Generator, indrnn_bound: floa
         if model.arch == "orthogonal_rnn":
             setattr(rnn, f"weight_hh_l{layer}", _scaled_orthogonal(size, 1.0, generator))
         elif model.arch == "indrnn":
+            if task_run:
+                getattr(rnn, f"weight_ih_l{layer}").normal_(0.0, INDRNN_INPUT_STD, generator=generator)
             getattr(rnn, f"bias_ih_l{layer}").zero_()
             high = rnn.recurrent_max
             low = 1.0 / high if layer == model.num_layers - 1 and indrnn_bound > 1 else 0.0  # (1/bound)^(1/bptt)

@@ -31,8 +31,9 @@ Definition (the README and the report repeat it):
 - Theory beside it: sigma_max and spectral radius of each W_hh, gamma (bound on the
   activation's derivative) and Pascanu's bound g(k) <= g(0) (gamma sigma_max)^k. It
   holds window by window for a single-layer vanilla RNN and for the TOP layer of a
-  stack; a lower layer's h_{T-k} also reaches L_T through the layers above at later
-  steps, so the bound does not apply to it.
+  stack (`bound_rate` only there, and on every layer's Jacobian product); a lower layer's
+  h_{T-k} also reaches L_T through the layers above at later steps, so the bound does not
+  apply to it. Its premise is one loss at one output step, which every probe loss is.
 - The remedies (README: Remedies after LSTM/GRU). orthogonal_rnn: a tanh RNN, its
   materialised W_hh read as weight_hh. indrnn: the recurrent pre-activation is u * h_{t-1}
   (elementwise; `e` probes it), the per-step Jacobian diag(relu'(a_t) u). lru: the state
@@ -43,11 +44,16 @@ Definition (the README and the report repeat it):
   diagonal recurrences (indrnn, lru) the part of dL_T/du (dL_T/dlambda) from step T-k is
   the elementwise product (dL_T/de_{T-k}) * h_{T-k-1}: its norm is the contribution.
 - Task runs (rnngrad.tasks): the windows are the first `windows` sequences of the task's
-  fixed test set, read from a zero state without burn-in; the loss is the one at the
-  output step(s): adding, the squared error of the last step's prediction; copy, the
-  cross-entropy summed over the `copy_length` recall steps. Lags count back from the last
-  step, as for a corpus, so the information sits at tasks.dependency_lag (summary
-  columns `dependency_lag`, `dep_*`).
+  fixed test set, read from a zero state without burn-in. The loss is ONE output step's,
+  as for a corpus, so that lag k is a distance from the step whose loss it is: adding, the
+  squared error of the last step's prediction; copy, the cross-entropy of the last recall
+  step (a sum over recall steps would mix losses whose dependencies lie at different
+  distances). The information lies at each window's own lags (tasks.dependency_lags):
+  adding, its first and second markers, T - 1 - position; copy, the last symbol,
+  T + copy_length. The summary reads each window's g(lag_w)/g(0) at its own lag and
+  reports the median over windows with censored and underflowed counts (dependency_stats:
+  `dep_*` for the first marker / last symbol, `second_marker_*` for the adding problem's
+  second).
 - Censoring: a norm that underflows float64 (== 0) has log10 = -inf; an overflow or a
   NaN has log10 = +inf. Both are censored: counted in `n_censored`, left out of means;
   quantiles sort them as -inf / +inf, and a quantile that falls on a censored value is
@@ -187,22 +193,20 @@ def embed(model, inputs: torch.Tensor) -> torch.Tensor:
     return F.linear(inputs.double(), layer.weight.detach().double(), layer.bias.detach().double())
 
 
-def task_loss_fn(model, name: str, targets: torch.Tensor, copy_length: int = 10):
-    """The probe's loss of a task, per window, from the top layer's outputs (steps, W, H).
+def task_loss_fn(model, name: str, targets: torch.Tensor):
+    """The probe's loss of a task, per window: ONE output step's loss, so that every lag k of
+    g(k) = ||dL/dh_{T-k}|| is a distance from that step (tasks.dependency_lags).
 
-    Adding: squared error of the last step's prediction. Copy: cross-entropy summed over
-    the `copy_length` recall steps (targets (W, steps)). float64, weights detached.
+    Adding: the squared error of the last step's prediction (targets (W,)). Copy: the
+    cross-entropy of the last recall step, whose symbol was shown T + copy_length steps
+    before it (targets (W, steps)). From the top layer's outputs (steps, W, H); float64,
+    weights detached.
     """
     weight, bias = model.decoder.weight.detach().double(), model.decoder.bias.detach().double()
     if name == "adding":
         return lambda outputs: (F.linear(outputs[-1], weight, bias)[:, 0] - targets.double()) ** 2
-    recall = targets[:, -copy_length:].t()  # (copy_length, W)
-
-    def copy_loss(outputs):
-        logits = F.linear(outputs[-copy_length:], weight, bias)
-        return F.cross_entropy(logits.flatten(0, 1), recall.flatten(), reduction="none").view(recall.shape).sum(0)
-
-    return copy_loss
+    last_symbol = targets[:, -1]
+    return lambda outputs: F.cross_entropy(F.linear(outputs[-1], weight, bias), last_symbol, reduction="none")
 
 
 @dataclass
@@ -437,8 +441,8 @@ def probe_model(model, windows: np.ndarray, burn_in: int, jacobian_windows: int 
     parts = {key: [] for key in keys + ("x", "loss")}
     jacobian_unrolled = None
     for start in range(0, len(tokens), chunk_size):
-        loss_fn = None if task is None else task_loss_fn(
-            model, task["name"], torch.as_tensor(targets[start:start + chunk_size]), task.get("copy_length", 10))
+        loss_fn = None if task is None else task_loss_fn(model, task["name"],
+                                                         torch.as_tensor(targets[start:start + chunk_size]))
         unrolled = unroll(model, tokens[start:start + chunk_size], burn_in, weights, loss_fn=loss_fn)
         leaves = [unrolled.probes["x"]] + [leaf for kind in keys[:-1] + ("e",) for leaf in unrolled.probes[kind]]
         # The one backward pass.
@@ -546,18 +550,18 @@ def log10_mean(logs: np.ndarray) -> np.ndarray:
     return np.where(overflow | ~finite.any(axis=0), np.nan, out)
 
 
-def normalise(logs: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
-    """logs minus each window's lag-0 log (or `reference`, per window); censored stays censored."""
-    reference = logs[:, 0] if reference is None else reference
+def normalise(logs: np.ndarray) -> np.ndarray:
+    """logs minus each window's lag-0 log; censored stays censored."""
+    reference = logs[:, 0]
     normalised = logs - reference[:, None]
     normalised[~np.isfinite(reference)] = np.inf  # nothing to divide by: censored
     normalised[np.isnan(normalised)] = np.inf
     return normalised
 
 
-def curve_stats(logs: np.ndarray, reference: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def curve_stats(logs: np.ndarray) -> dict[str, np.ndarray]:
     """Per-lag statistics of (windows, lags) log10 norms, raw and normalised (see normalise)."""
-    normalised = normalise(logs, reference)
+    normalised = normalise(logs)
     stats = {"n": np.full(logs.shape[1], logs.shape[0]), "n_censored": (~np.isfinite(logs)).sum(axis=0),
              "n_underflow": (logs == -np.inf).sum(axis=0)}
     for prefix, values in (("", logs), ("norm_", normalised)):
@@ -586,12 +590,12 @@ def fit_slope(lags: np.ndarray, values: np.ndarray, first: int, last: int) -> di
     return {"slope": slope, "slope_se": se, "fit_first": int(x[0]), "fit_last": int(x[-1])}
 
 
-def gradient_horizon(logs: np.ndarray, threshold: float, reference: np.ndarray | None = None) -> tuple[int, bool]:
+def gradient_horizon(logs: np.ndarray, threshold: float) -> tuple[int, bool]:
     """First lag k >= 1 where the median of g(k)/g(0) is below `threshold`.
 
     A median that falls on underflowed values counts as below. Never: (K, True).
     """
-    normalised = normalise(logs, reference)
+    normalised = normalise(logs)
     median = _quantile_signed(normalised, 0.5)
     below = np.nonzero(median[1:] < math.log10(threshold))[0]
     if len(below):
@@ -602,47 +606,66 @@ def gradient_horizon(logs: np.ndarray, threshold: float, reference: np.ndarray |
 # ---------------------------------------------------------------- per-checkpoint tables
 
 
-def summarise_probe(result: dict, model, probe_config: dict, dependency_lag: int | None = None
+def dependency_stats(logs: np.ndarray, lags: np.ndarray) -> dict:
+    """The normalised curve read at each window's own dependency lag: log10 g(lag_w)/g(0), window by window.
+
+    logs: (windows, lags) log10 norms of the first windows of a probe; lags: (>= windows,)
+    per-window lags. Returns the median over windows (NaN when it falls on a censored
+    value), the windows counted, censored and underflowed there, and the lags' range.
+    """
+    lags = np.asarray(lags)[:logs.shape[0]]
+    at_lag = normalise(logs)[np.arange(logs.shape[0]), lags]
+    return {"lag_median": float(np.median(lags)), "lag_min": int(lags.min()), "lag_max": int(lags.max()),
+            "n": len(at_lag), "norm_log10_median": float(censored_quantile(at_lag[:, None], 0.5)[0]),
+            "n_censored": int((~np.isfinite(at_lag)).sum()), "n_underflow": int((at_lag == -np.inf).sum())}
+
+
+def summarise_probe(result: dict, model, probe_config: dict, dependencies: dict[str, np.ndarray] | None = None
                     ) -> dict[str, pd.DataFrame]:
     """Tidy tables (without run keys) of one checkpoint's probe result.
 
-    With `dependency_lag` (task runs), each summary row also has the normalised curve at
-    that lag: `dep_norm_log10_median` (NaN when the median is censored), `dep_n_censored`
-    and `dep_n_underflow` (windows below float64's range there).
+    With `dependencies` (task runs: tasks.dependency_lags of the probed windows, the
+    headline first), each summary row also has dependency_stats of its curve: the headline
+    as `dep_*` with its name in `dependency` (adding: first_marker; copy: last_symbol), the
+    others as `{name}_*` (adding: second_marker_*). `bound_rate` = log10(gamma sigma_max) where
+    Pascanu's bound applies to the row: the probe's loss is one output step's, and the bound
+    holds for h of the top layer (a lower layer's h also reaches the loss through the layers
+    above) and for every layer's loss-free Jacobian product.
     """
     arch = model.arch
     first, last = probe_config["fit_lags"]
     threshold = probe_config["horizon_threshold"]
     gamma = ACTIVATION_DERIVATIVE_BOUND.get(arch)
     spectra = [spectral_stats(w, arch) for w in model.recurrent_weights()]
+    top = model.num_layers - 1
     curves, summary, contributions, jacobians = [], [], [], []
 
-    # (layer, state, log10 norms [window, lag], reference for the normalisation).
-    h_logs = [censored_log10(result["h"][layer]) for layer in range(model.num_layers)]
-    series = [(layer, "h", h_logs[layer], None) for layer in range(model.num_layers)]
+    # (layer, state, log10 norms [window, lag]).
+    series = [(layer, "h", censored_log10(result["h"][layer])) for layer in range(model.num_layers)]
     if arch == "lstm":
-        series += [(layer, "c", censored_log10(result["c"][layer]), None) for layer in range(model.num_layers)]
-    series.append((0, "x", censored_log10(result["x"]), None))
+        series += [(layer, "c", censored_log10(result["c"][layer])) for layer in range(model.num_layers)]
+    series.append((0, "x", censored_log10(result["x"])))
     if "jacobian" in result:
-        series += [(layer, "jacobian", result["jacobian"][layer], None) for layer in range(model.num_layers)]
+        series += [(layer, "jacobian", result["jacobian"][layer]) for layer in range(model.num_layers)]
 
-    for layer, state, logs, reference in series:
+    for layer, state, logs in series:
         lags = np.arange(logs.shape[1])
-        stats = curve_stats(logs, reference)
+        stats = curve_stats(logs)
         curves.append(pd.DataFrame({"layer": layer, "state": state, "lag": lags, **stats}))
-        horizon, censored = gradient_horizon(logs, threshold, reference)
+        horizon, censored = gradient_horizon(logs, threshold)
         sigma, radius = spectra[layer]["sigma_max"], spectra[layer]["spectral_radius"]
+        bounded = gamma is not None and sigma > 0 and (state == "jacobian" or (state == "h" and layer == top))
         summary.append({
             "layer": layer, "state": state, **fit_slope(lags, stats["log10_median"], first, last),
             "horizon": horizon, "horizon_censored": censored, "sigma_max": sigma, "spectral_radius": radius,
-            "gamma": gamma, "bound_rate": math.log10(gamma * sigma) if gamma is not None and sigma > 0 else None,
+            "gamma": gamma, "bound_rate": math.log10(gamma * sigma) if bounded else None,
         })
-        if dependency_lag is not None:
-            summary[-1].update({
-                "dependency_lag": dependency_lag, "dep_norm_log10_median": stats["norm_log10_median"][dependency_lag],
-                "dep_n_censored": int(stats["n_censored"][dependency_lag]),
-                "dep_n_underflow": int(stats["n_underflow"][dependency_lag]),
-            })
+        for i, (name, dependency_lags) in enumerate((dependencies or {}).items()):
+            prefix = "dep" if i == 0 else name
+            if i == 0:
+                summary[-1]["dependency"] = name
+            summary[-1].update({f"{prefix}_{key}": value
+                                for key, value in dependency_stats(logs, dependency_lags).items()})
 
     for layer in range(model.num_layers):
         values = result["contributions"][layer]
@@ -669,14 +692,15 @@ def summarise_probe(result: dict, model, probe_config: dict, dependency_lag: int
     }
 
 
-def task_windows(hparams: dict, windows: int) -> tuple[np.ndarray, np.ndarray, dict, int]:
+def task_windows(hparams: dict, windows: int) -> tuple[np.ndarray, np.ndarray, dict, dict]:
     """A task run's probe input: (the first `windows` sequences of its test set, their targets,
-    probe_model's `task`, the dependency lag), rebuilt from a checkpoint's hparams."""
+    probe_model's `task`, their dependency lags), rebuilt from a checkpoint's hparams."""
     shape = {key: hparams[key] for key in ("copy_length", "copy_symbols") if key in hparams}
     inputs, targets = tasks.eval_set(hparams["task"], hparams["T"], "test", hparams["test_size"], hparams["data_seed"],
                                      **shape)
-    task = {"name": hparams["task"], **shape}
-    return inputs[:windows], targets[:windows], task, tasks.dependency_lag(hparams["task"], hparams["T"], **shape)
+    inputs, targets = inputs[:windows], targets[:windows]
+    return inputs, targets, {"name": hparams["task"], **shape}, tasks.dependency_lags(hparams["task"], inputs,
+                                                                                      hparams["T"], **shape)
 
 
 def probe_run(checkpoint_dir, tokens_path, probe_config: dict, outputs: dict, threads: int = 1) -> dict:

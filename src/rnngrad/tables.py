@@ -122,6 +122,11 @@ def gradient_fit_table(gradient_summary: pd.DataFrame, runs: pd.DataFrame | None
     return sorted_cells(pd.DataFrame(rows), keys)
 
 
+# long_range_table's columns at initialisation <- gradient_summary's columns of each seed.
+DEPENDENCY_COLUMNS = {"dep_log10_init": "dep_norm_log10_median",
+                      "second_marker_log10_init": "second_marker_norm_log10_median"}
+
+
 def long_range_table(runs: pd.DataFrame, gradient_summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (task, T, cell): the final test metrics of each seed against the baseline.
 
@@ -129,23 +134,24 @@ def long_range_table(runs: pd.DataFrame, gradient_summary: pd.DataFrame | None =
     or the last finite ones of a diverged run): `ratio_mean` / `ratio_sd` over the runs with
     a finite test loss, `ratios` and `first_solved` seed by seed (in seed order; '–' for a
     run that never solved it), `solved` (runs solved at the end), `accuracy_mean` (adding:
-    share |error| < 0.04; copy: recalled symbols right). From gradient_summary (top layer,
-    h, step 0): `dep_log10_init`, the median over seeds of log10 g(k)/g(0) at the
-    dependency lag k (NaN where a seed's value is censored).
+    share |error| / 2 < 0.04; copy: recalled symbols right). From gradient_summary (top
+    layer, h, step 0): `dep_log10_init`, the median over seeds of each seed's median over
+    windows of log10 g(k_w)/g(0) at the window's own dependency lag k_w (adding: the first
+    marker; copy: the last symbol; NaN where a seed's value is censored), `dep_lag_min` /
+    `dep_lag_max` the range of those lags; `second_marker_log10_init` likewise (adding).
     """
     runs = numeric(with_cells(runs), ["test_loss", "test_ratio", "test_accuracy", "baseline", "first_solved_step"])
     axes = [k for k in cell_axes(runs) if k not in TASK_KEYS]
     keys = [*TASK_KEYS, *axes]
-    dep = {}
-    if gradient_summary is not None and "dependency_lag" in gradient_summary:
-        init = numeric(top_layer_state(gradient_summary, "h"), ["dep_norm_log10_median"])
-        init = init[init["step"] == 0]
-        dep = dict(zip(init["run"], init["dep_norm_log10_median"]))
+    init = pd.DataFrame(columns=["run"])
+    if gradient_summary is not None and "dependency" in gradient_summary:
+        init = top_layer_state(gradient_summary, "h")
+        init = numeric(init[init["step"] == 0], [c for c in DEPENDENCY_COLUMNS.values() if c in init])
     rows = []
     for cell, group in group_cells(runs, keys):
         group = group.sort_values("seed")
         finite = group["test_ratio"].dropna()
-        deps = [dep.get(run, np.nan) for run in group["run"]]
+        seeds = init[init["run"].isin(list(group["run"]))]
         rows.append({
             **cell, "seeds": len(group), "diverged": int((group["status"] == "diverged").sum()),
             "baseline": group["baseline"].iloc[0],
@@ -156,21 +162,21 @@ def long_range_table(runs: pd.DataFrame, gradient_summary: pd.DataFrame | None =
             "solved": int(group["solved"].astype(str).str.lower().eq("true").sum()),
             "first_solved": " / ".join("–" if not np.isfinite(v) else f"{v:g}" for v in group["first_solved_step"]),
             "accuracy_mean": group["test_accuracy"].mean(),
-            "dep_lag": _dependency_lag(gradient_summary, group["run"]),
-            "dep_log10_init": np.median(deps) if deps and np.all(np.isfinite(deps)) else np.nan,
+            "dep_lag_min": seeds["dep_lag_min"].min() if "dep_lag_min" in seeds else np.nan,
+            "dep_lag_max": seeds["dep_lag_max"].max() if "dep_lag_max" in seeds else np.nan,
+            **{column: _median_of_seeds(seeds, source, len(group)) for column, source in DEPENDENCY_COLUMNS.items()},
         })
     return sorted_cells(pd.DataFrame(rows), keys)
 
 
+def _median_of_seeds(seeds: pd.DataFrame, column: str, n_seeds: int) -> float:
+    """The median over the seeds of a cell; NaN unless every seed has a finite value."""
+    values = seeds[column].to_numpy(dtype=float) if column in seeds else np.array([])
+    return float(np.median(values)) if len(values) == n_seeds and np.isfinite(values).all() else np.nan
+
+
 def _ratio(value) -> str:
     return "–" if not np.isfinite(value) else (f"{value:.3f}" if value >= 0.01 else f"{value:.1e}")
-
-
-def _dependency_lag(gradient_summary: pd.DataFrame | None, run_ids) -> float:
-    if gradient_summary is None or "dependency_lag" not in gradient_summary:
-        return np.nan
-    lags = gradient_summary.loc[gradient_summary["run"].isin(list(run_ids)), "dependency_lag"]
-    return float(lags.iloc[0]) if len(lags) else np.nan
 
 
 def display_long_range(table: pd.DataFrame) -> pd.DataFrame:
@@ -182,9 +188,17 @@ def display_long_range(table: pd.DataFrame) -> pd.DataFrame:
     out["solved"] = [f"{s}/{n}" for s, n in zip(table["solved"], table["seeds"])]
     out["first solved at step"] = table["first_solved"]
     out["accuracy"] = [f"{a:.3f}" if np.isfinite(a) else "–" for a in table["accuracy_mean"]]
-    out["g(dep)/g(0) at init"] = [f"1e{v:.1f} (k={k:g})" if np.isfinite(v) else "–"
-                                  for v, k in zip(table["dep_log10_init"], table["dep_lag"])]
+    out["g(dep)/g(0) at init"] = [f"1e{v:.1f} ({_lag_range(lo, hi)})" if np.isfinite(v) else "–"
+                                  for v, lo, hi in zip(table["dep_log10_init"], table["dep_lag_min"],
+                                                       table["dep_lag_max"])]
+    if np.isfinite(table["second_marker_log10_init"]).any():
+        out["g(2nd marker)/g(0) at init"] = [f"1e{v:.1f}" if np.isfinite(v) else "–"
+                                             for v in table["second_marker_log10_init"]]
     return out
+
+
+def _lag_range(low, high) -> str:
+    return f"k={low:g}" if low == high else f"k={low:g}..{high:g}"
 
 
 # ---------------------------------------------------------------------------- formats
@@ -283,9 +297,12 @@ CAPTIONS = {
                   "cross-entropy per step / (copy_length log symbols / (T + 2 copy_length))), seed by seed; runs "
                   "solved at the end (adding: test MSE < 0.01; copy: >= 99% of the recalled symbols right) and the "
                   "first checkpoint step at which each seed was solved; accuracy: adding, share of test sequences "
-                  "with |error| < 0.04 (Hochreiter & Schmidhuber 1997), copy, recalled symbols right (mean over "
-                  "seeds); g(dep)/g(0): median over seeds of the normalised gradient of the output loss at the lag "
-                  "k where the information lies, top layer, at initialisation.",
+                  "with |error| / 2 < 0.04 (Hochreiter & Schmidhuber 1997 on their [0, 1] target scale), copy, "
+                  "recalled symbols right (mean over seeds); g(dep)/g(0): median over seeds of the median over test "
+                  "sequences of g(k)/g(0), the gradient of one output step's loss (adding: the squared error; copy: "
+                  "the last recall step's cross-entropy) at each sequence's own lag k of the information (adding: "
+                  "its first marker, k in the range shown; copy: the last symbol, T + copy_length), top layer, at "
+                  "initialisation; g(2nd marker)/g(0) likewise at the adding problem's second marker.",
     "gradient_fits": "Fitted slope of log10 g(k) (decades per step, mean ± sd over seeds) and gradient horizon "
                      "(median over seeds of the first lag where the median g(k)/g(0) < threshold; a horizon censored "
                      "at the probe's max lag K counts as ≥ K, so a median involving one is a lower bound, marked ≥; "

@@ -183,12 +183,13 @@ def task_learning_curves(task_evaluations, runs):
 
 @figure(("gradient_summary", "runs"), "The bridge: gradient at initialisation against learning")
 def gradient_bridge(gradient_summary, runs):
-    """g(k_dep)/g(0) at initialisation (top layer, h, median over test sequences) against final loss / baseline."""
+    """g(k_dep)/g(0) at initialisation (top layer, h, median over test sequences, each read at its own
+    dependency lag) against final loss / baseline."""
     frame = _task_runs(runs, reference=False)  # every cell of the grid
     summary = numeric(top_layer_state(gradient_summary, "h"), ["dep_norm_log10_median", "dep_n_underflow", "step"])
     fig, axes = new_figure(1, width=COLUMN_WIDTH + 0.6, height=2.8)
     ax = axes[0, 0]
-    if frame.empty or summary.empty or "dependency_lag" not in summary:
+    if frame.empty or summary.empty or "dependency" not in summary:
         note(ax, f"no task runs with gradient curves {NOT_IN_GRID}")
         return fig
     init = summary[summary["step"] == 0].set_index("run")
@@ -226,9 +227,10 @@ def gradient_bridge(gradient_summary, runs):
              for t in tasks]
     ax.legend(handles=arch_handles(present, extra), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6)
     missing = int((~np.isfinite(frame["x"]) & ~frame["censored"]).sum())
-    footer(fig, join_notes("Every run of the grid: x, median over the probed test sequences of g(k)/g(0) at the lag "
-                           "k_dep where the information lies (adding: T - 1; copy: T + copy_length), top layer, at "
-                           "initialisation; y, final test loss over the baseline (dashed; dotted: adding solved); "
+    footer(fig, join_notes("Every run of the grid: x, median over the probed test sequences of g(k)/g(0), the gradient "
+                           "of one output step's loss, at each sequence's own lag k_dep of the information (adding: "
+                           "the first marker, from the squared error; copy: the last symbol, T + copy_length, from "
+                           "the last recall step's cross-entropy), top layer, at initialisation; y, final test loss over the baseline (dashed; dotted: adding solved); "
                            "filled: solved; runs that coincide show as concentric markers",
                            f"{missing} run(s) without a finite value left out" if missing else ""))
     return fig
