@@ -338,8 +338,9 @@ def synthetic_task_tables():
                 evaluations.append({"run": run, **cell, "step": step, "test_loss": loss, "baseline": 1 / 6,
                                     "test_ratio": loss * 6, "solved": loss < 0.01})
             for step in (0, 50):
-                summary.append({"run": run, **cell, "step": step, "layer": 0, "state": "h", "dependency": "first_marker",
-                                "dep_lag_min": T // 2 - 1, "dep_lag_max": T - 1, "dep_norm_log10_median": dep[arch] * T / 10 + seed - (step > 0) * 7,
+                summary.append({"run": run, **cell, "step": step, "layer": 0, "state": "h",
+                                "dependency": "first_marker", "dep_lag_min": T // 2 - 1, "dep_lag_max": T - 1,
+                                "dep_norm_log10_median": dep[arch] * T / 10 + seed - (step > 0) * 7,
                                 "dep_n_underflow": 0})
     return pd.DataFrame(runs), pd.DataFrame(evaluations), pd.DataFrame(summary)
 

@@ -230,7 +230,8 @@ def gradient_bridge(gradient_summary, runs):
     footer(fig, join_notes("Every run of the grid: x, median over the probed test sequences of g(k)/g(0), the gradient "
                            "of one output step's loss, at each sequence's own lag k_dep of the information (adding: "
                            "the first marker, from the squared error; copy: the last symbol, T + copy_length, from "
-                           "the last recall step's cross-entropy), top layer, at initialisation; y, final test loss over the baseline (dashed; dotted: adding solved); "
+                           "the last recall step's cross-entropy), top layer, at initialisation; y, final test "
+                           "loss over the baseline (dashed; dotted: adding solved); "
                            "filled: solved; runs that coincide show as concentric markers",
                            f"{missing} run(s) without a finite value left out" if missing else ""))
     return fig
