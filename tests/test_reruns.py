@@ -6,9 +6,13 @@ private checkout; each test then changes one thing and counts the jobs of `snake
 
 from __future__ import annotations
 
+import ast
 import copy
 import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,11 +22,13 @@ from conftest import ROOT, job_counts, run_snakemake, tiny_grid
 
 from rnngrad.figures import FIGURES, figures_for
 from rnngrad.grid import expand_grid, run_path
+from rnngrad.job_code import imported_modules, job_code
 from rnngrad.job_keys import EXECUTION_KEYS, RESULT_KEYS
 from rnngrad.model import damaged_checkpoint_message
 
 pytestmark = pytest.mark.slow
 
+SCRIPTS = ROOT / "workflow" / "scripts"
 TRAINING_TABLES = {"runs", "epochs", "training_steps"}
 PROBE_TABLES = {"gradient_curves", "gradient_summary", "temporal_contributions", "jacobian_steps"}
 CORPUS_FIGURES = figures_for("corpus")  # what a language-model grid draws
@@ -89,6 +95,44 @@ def test_every_training_and_probe_key_is_classified_once():
 
 def test_a_finished_grid_has_nothing_to_do(grid):
     assert dry_run(grid)[0] == {}
+
+
+def test_a_finished_grid_moved_with_its_checkout_has_nothing_to_do(grid, tmp_path):
+    """`mv` or `rsync -a` of a finished grid (checkout, results and .snakemake/) to another directory."""
+    snakefile, work, config = grid
+    moved = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(snakefile.parent.parent, moved, symlinks=True)  # copy2: modification times kept
+    moved_grid = (moved / snakefile.parent.name / "Snakefile", moved / work.name, config)
+    assert dry_run(moved_grid)[0] == {}
+
+
+def test_code_inputs_are_every_module_a_job_executes_named_relative_to_the_work_dir(grid):
+    _, stdout = dry_run(grid, "--forceall")
+    for rule, script in (("train_model", "train_model.py"), ("probe_gradients", "probe_gradients.py"),
+                         ("collect_runs", "collect_runs.py"), ("make_tables", "make_tables.py")):
+        jobs = re.split(r"^\[.*\]$", stdout, flags=re.MULTILINE)  # each job's block starts with its date
+        blocks = [b for b in jobs if re.search(rf"^(local)?rule {rule}:", b.strip(), re.MULTILINE)]
+        assert blocks, rule
+        for block in blocks:
+            inputs = re.search(r"^\s*input: (.*)$", block, re.MULTILINE).group(1).split(", ")
+            code = {path for path in inputs if "rnngrad" in path}
+            assert all(not os.path.isabs(path) for path in code), code
+            assert {path.split("src/rnngrad/")[1] for path in code} == set(job_code(SCRIPTS / script)), rule
+
+
+@pytest.mark.parametrize("script", sorted(path.name for path in (ROOT / "workflow" / "scripts").glob("*.py")))
+def test_job_code_is_what_importing_the_script_loads(script):
+    """The static import closure against what a fresh interpreter actually loads."""
+    entries = sorted(imported_modules(SCRIPTS / script))
+    code = f"import sys; import {', '.join(entries)}; print(sorted(m for m in sys.modules if m.startswith('rnngrad')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).stdout
+    files = set()
+    for module in ast.literal_eval(loaded):
+        path = ROOT / "src" / Path(*module.split("."))
+        files.add((path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).relative_to(
+            ROOT / "src" / "rnngrad").as_posix())
+    assert set(job_code(SCRIPTS / script)) == files
 
 
 @pytest.mark.parametrize("section,key,value", [

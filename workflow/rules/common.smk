@@ -3,6 +3,7 @@
 from rnngrad.config import run_kind, validate_config
 from rnngrad.figures import FIGURES, code_files, figures_for
 from rnngrad.grid import expand_grid, run_path
+from rnngrad.job_code import job_code
 from rnngrad.tables import tables_for
 from rnngrad.tasks import settings_for
 
@@ -33,8 +34,15 @@ TABLE_FORMATS = ("csv", "md", "tex")
 
 
 def package_file(name):
-    """A module of the package as an input, so editing it reruns the rules that use it."""
-    return os.path.join(SRC, "rnngrad", name)
+    """A module of the package as an input, so editing it reruns the rules that use it. Relative
+    to the working directory: a finished grid moved or copied with its checkout (mv, rsync -a)
+    has the same inputs, so nothing reruns."""
+    return os.path.relpath(os.path.join(SRC, "rnngrad", name))
+
+
+def script_code(script):
+    """Every package module that workflow/scripts/`script` executes (rnngrad.job_code), as inputs."""
+    return [package_file(name) for name in job_code(os.path.join(workflow.basedir, "workflow", "scripts", script))]
 
 
 def get_cell(wildcards):
@@ -88,4 +96,4 @@ def get_figure_subcategory(wildcards):
 
 def get_figure_caption(wildcards):
     # report() takes one caption file per rule; figure.rst includes this figure's own.
-    return os.path.join(workflow.basedir, "workflow", "report", f"{wildcards.figure}.rst")
+    return os.path.relpath(os.path.join(workflow.basedir, "workflow", "report", f"{wildcards.figure}.rst"))

@@ -28,7 +28,7 @@ rule download_corpus:
 rule tokenise_corpus:
     input:
         **{split: f"{DATA}/corpus/{{corpus}}/{split}.txt" for split in SPLITS},
-        code=package_file("corpus.py"),
+        code=script_code("tokenise_corpus.py"),
     output:
         **token_files(f"{DATA}/tokens/{{corpus}}-{{level}}"),
     log:

@@ -46,7 +46,7 @@ rule make_tables:
     input:
         runs=f"{TABLES_DIR}/runs.csv",
         summary=f"{TABLES_DIR}/gradient_summary.csv",
-        code=[package_file("tables.py"), package_file("selection.py")],
+        code=script_code("make_tables.py"),
     output:
         **{
             f"{name}_{fmt}": (

@@ -14,7 +14,7 @@ rule probe_gradients:
         **({} if TASK_RUN else {"tokens": f"{TOKENS}/{config['probe']['split']}.npy"}),
         checkpoints=f"{RUN}/checkpoints",
         summary=f"{RUN}/summary.json",
-        code=[package_file("model.py"), package_file("probe.py")] + ([package_file("tasks.py")] if TASK_RUN else []),
+        code=script_code("probe_gradients.py"),
     output:
         curves=f"{RUN}/probe/gradient_curves.csv",
         summary=f"{RUN}/probe/gradient_summary.csv",
@@ -43,7 +43,7 @@ rule collect_curves:
         summary=run_files("probe/gradient_summary.csv"),
         contributions=run_files("probe/temporal_contributions.csv"),
         jacobians=run_files("probe/jacobian_steps.csv"),
-        code=package_file("collect.py"),
+        code=script_code("collect_curves.py"),
     output:
         curves=f"{RESULTS}/tables/gradient_curves.csv",
         summary=f"{RESULTS}/tables/gradient_summary.csv",

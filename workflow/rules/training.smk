@@ -13,7 +13,7 @@ localrules:
 rule train_model:
     input:
         **token_files(TOKENS),
-        code=[package_file("model.py"), package_file("training.py")] + ([package_file("tasks.py")] if TASK_RUN else []),
+        code=script_code("train_model.py"),
     output:
         **({"evaluations": f"{RUN}/evaluations.csv"} if TASK_RUN else {}),  # test metrics per checkpoint
         summary=f"{RUN}/summary.json",
@@ -47,7 +47,7 @@ rule collect_runs:
         summaries=run_files("summary.json"),
         epochs=run_files("epochs.csv"),
         metrics=run_files("metrics.csv"),
-        code=package_file("collect.py"),
+        code=script_code("collect_runs.py"),
     output:
         **({"evaluations": f"{RESULTS}/tables/task_evaluations.csv"} if TASK_RUN else {}),
         runs=f"{RESULTS}/tables/runs.csv",
