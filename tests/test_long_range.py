@@ -23,6 +23,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 from conftest import ROOT, job_counts, kill_and_resume, run_snakemake  # noqa: E402
+from example_files import load_example  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -191,24 +192,13 @@ def test_task_runs_are_sized_by_their_sequences():
 # ---------------------------------------------------------------- training
 
 
-def plain_modules(checkpoint: dict) -> nn.ModuleDict:
-    """The README's recipe: a task checkpoint loaded into plain torch.nn modules by parameter name."""
-    h = checkpoint["hparams"]
-    size = h["hidden_size"]
-    inputs = nn.Linear(h["input_features"], size) if h["input_features"] else nn.Embedding(h["vocab_size"], size)
-    net = nn.ModuleDict({"embedding": inputs, "rnn": nn.LSTM(size, size, h["num_layers"]),
-                         "decoder": nn.Linear(size, h["output_size"])})
-    net.load_state_dict(checkpoint["state_dict"])
-    return net
-
-
 @pytest.mark.parametrize("name", ["adding", "copy"])
 def test_the_task_loss_and_checkpoints_in_plain_pytorch(tmp_path, name):
     config = task_config(name=[name])
     summary = training.train_run(make_cell(name), config["training"], None, tmp_path, task=config["task"],
                                  device="cpu", log_every_s=1e9)
     checkpoint = torch.load(tmp_path / "checkpoints" / "step_00000015.pt", weights_only=True)
-    net = plain_modules(checkpoint)
+    net = load_example("load_checkpoint").plain_modules(checkpoint)  # the docs' recipe, by parameter name
     inputs, targets = tasks.eval_set(name, 6, "test", 40, 0, 3, 4)
     output, _ = net["rnn"](net["embedding"](torch.as_tensor(inputs).transpose(0, 1)))
     logits = net["decoder"](output).double()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,6 +19,7 @@ import test_training
 import torch
 import yaml
 from conftest import ROOT, kill_and_resume, run_snakemake
+from example_files import load_example
 from matplotlib.colors import same_color
 from matplotlib.text import Text
 from synthetic_tables import make_tables, write_tables
@@ -500,22 +500,12 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(token_dir, tmp_path, arc
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[key], theirs[key]) for key in theirs)
 
 
-# ---------------------------------------------------------------- plain-PyTorch checkpoints (README)
-
-
-def readme_forward() -> dict:
-    """Run the README's plain-PyTorch block for the IndRNN and the LRU; returns its namespace."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
-    (code,) = [block for block in blocks if "def lru_lm" in block]
-    namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    return namespace
+# ---------------------------------------------------------------- plain-PyTorch checkpoints (examples/)
 
 
 @pytest.mark.parametrize("arch", ["indrnn", "lru"])
-def test_readme_forward_reproduces_the_model_from_a_checkpoint(arch, tmp_path):
-    forward = readme_forward()[f"{arch}_lm"]
+def test_the_plain_pytorch_forward_example_reproduces_the_model_from_a_checkpoint(arch, tmp_path):
+    forward = getattr(load_example("indrnn_lru_forward"), f"{arch}_lm")
     model = remedy(arch, hidden=8, bound=1.5)
     if arch == "indrnn":  # leave the feasible set as an optimizer step can: the checkpoint holds the projected u
         with torch.no_grad():
