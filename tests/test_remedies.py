@@ -593,7 +593,7 @@ def test_the_tiny_remedies_pipeline_trains_probes_and_draws_every_remedy(tmp_pat
     for arch in REMEDIES:
         for task in ("adding", "copy"):
             probed = summary[(summary["arch"] == arch) & (summary["task"] == task)]
-            assert len(probed) and np.isfinite(probed["dependency_lag"]).all(), (arch, task)
+            assert len(probed) and np.isfinite(probed["dep_lag_median"]).all(), (arch, task)
     assert set(pd.read_csv(tables / "long_range.csv")["arch"]) == set(config["grid"]["arch"])
     for figure_name in figures.figures_for("task"):
         spec = figures.FIGURES[figure_name]
