@@ -18,7 +18,7 @@ GRID_KEYS = (
 )
 GATED_ARCHS = ("lstm", "gru")
 VANILLA_ARCHS = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn")
-# Recurrences whose Jacobian cannot vanish or explode by construction (README: Remedies after LSTM/GRU).
+# Recurrences whose Jacobian cannot vanish or explode by construction (docs/architectures.md).
 REMEDY_ARCHS = ("orthogonal_rnn", "indrnn", "lru")
 ALL_ARCHS = VANILLA_ARCHS + GATED_ARCHS + REMEDY_ARCHS
 # Archs whose top layer obeys Pascanu's bound g(k) <= g(0) (gamma lambda_1)^k (model.recurrent_weights).

@@ -5,7 +5,7 @@ Parameter names and shapes are those of `torch.nn.RNN` / `nn.LSTM` / `nn.GRU`
 plus `embedding.weight`, `decoder.weight`, `decoder.bias`, so every checkpoint
 loads into plain torch.nn modules (the orthogonal RNN's checkpoints too: they hold its
 materialised W_hh). The IndRNN and the LRU have no torch.nn module; their parameter
-names are in their classes and the README. Tensors are sequence-first: (time, batch).
+names are in their classes and docs/architectures.md. Tensors are sequence-first: (time, batch).
 A task with real-valued inputs (the adding problem) reads them with a linear layer
 instead of the embedding, under the same name (`embedding.weight` (H, features),
 `embedding.bias`); its head `decoder` is nn.Linear(H, output_size).
@@ -459,7 +459,7 @@ def _init_remedy(model: RNNModel, generator: torch.Generator, indrnn_bound: floa
     parametrization. IndRNN (Li et al. 2018, their code): on a long-range task run (the
     whole sequence unrolled) input weights N(0, 0.001^2) as their adding problem's
     `--in2hidW`; on a corpus torch's default uniform +-1/sqrt(H), since that recipe starves a
-    language model of its input (README: Remedies); biases 0, u uniform in
+    language model of its input (docs/architectures.md); biases 0, u uniform in
     [0, recurrent_max], the top layer's in [(1/bound)^(1/bptt), recurrent_max] when the
     bound exceeds 1, so that it keeps long memories. LRU (Orvieto et al. 2023): |lambda|
     uniform on the ring r_min <= |lambda| <= r_max (by area), phase uniform in

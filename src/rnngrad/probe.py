@@ -1,6 +1,6 @@
 """Gradient-vs-distance probe: how dL_T/dh_{T-k} decays (or grows) with the lag k.
 
-Definition (the README and the report repeat it):
+Definition (docs/probe.md and the report repeat it):
 
 - Windows: W windows of B + K + 2 tokens at random positions of a split, drawn with a
   fixed seed, so every run sees the same positions. The model reads B + K + 1 tokens:
@@ -34,7 +34,7 @@ Definition (the README and the report repeat it):
   stack (`bound_rate` only there, and on every layer's Jacobian product); a lower layer's
   h_{T-k} also reaches L_T through the layers above at later steps, so the bound does not
   apply to it. Its premise is one loss at one output step, which every probe loss is.
-- The remedies (README: Remedies after LSTM/GRU). orthogonal_rnn: a tanh RNN, its
+- The remedies (docs/architectures.md). orthogonal_rnn: a tanh RNN, its
   materialised W_hh read as weight_hh. indrnn: the recurrent pre-activation is u * h_{t-1}
   (elementwise; `e` probes it), the per-step Jacobian diag(relu'(a_t) u). lru: the state
   `h` is the complex recurrent state x_t, a real 2N vector (Re, Im) for every norm;
