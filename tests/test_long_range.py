@@ -373,6 +373,21 @@ def test_the_bridge_puts_each_run_at_its_gradient_at_initialisation(tmp_path):
     plt.close(fig)
 
 
+@pytest.mark.parametrize("name", ["learnable_dependency_length", "gradient_bridge"])
+def test_a_diverged_run_is_an_x_a_decade_above_the_others_not_at_its_last_loss(tmp_path, name):
+    runs, _, summary = synthetic_task_tables()
+    runs.loc[0, ["status", "test_ratio", "solved"]] = ["diverged", 3.7e22, False]
+    tables = {"runs": through_csv(runs, tmp_path / "r.csv"),
+              "gradient_summary": through_csv(summary, tmp_path / "s.csv")}
+    fig = figures.FIGURES[name].function(**{table: tables[table] for table in figures.FIGURES[name].tables})
+    ax = fig.axes[0]
+    ys = sorted(float(y) for c in ax.collections for _, y in c.get_offsets())
+    assert ys[-1] == pytest.approx(10 * max(ys[-2], 1.0)), "a decade above every other run"
+    assert ax.get_ylim()[1] < 100 * ys[-1], "the axis keeps the other runs' scale"
+    assert "1 run(s) diverged" in " ".join(fig.texts[-1].get_text().split())
+    plt.close(fig)
+
+
 def test_learning_curves_draw_one_line_per_run_and_the_baseline(tmp_path):
     runs, evaluations, _ = synthetic_task_tables()
     fig = figures.FIGURES["task_learning_curves"].function(

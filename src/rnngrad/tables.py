@@ -176,7 +176,7 @@ def _median_of_seeds(seeds: pd.DataFrame, column: str, n_seeds: int) -> float:
 
 
 def _ratio(value) -> str:
-    return "–" if not np.isfinite(value) else (f"{value:.3f}" if value >= 0.01 else f"{value:.1e}")
+    return "–" if not np.isfinite(value) else (f"{value:.3f}" if 0.01 <= value < 100 else f"{value:.1e}")
 
 
 def display_long_range(table: pd.DataFrame) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from rnngrad.figures.style import (
     powers_of_ten,
     slice_note,
 )
-from rnngrad.selection import axis_values, numeric, reference_runs, run_index, top_layer_state
+from rnngrad.selection import axis_values, diverged_runs, numeric, reference_runs, run_index, top_layer_state
 
 figure = category("Long-range tasks", runs="task")
 
@@ -74,8 +74,21 @@ def _positive(values) -> np.ndarray:
 
 
 def _status_note(frame: pd.DataFrame) -> str:
-    diverged = int((frame["status"] == "diverged").sum()) if "status" in frame else 0
-    return f"{diverged} run(s) diverged (x: last finite weights)" if diverged else ""
+    diverged = int(_is_diverged(frame).sum())
+    return f"{diverged} run(s) diverged (x, drawn a decade above the other runs)" if diverged else ""
+
+
+def _is_diverged(frame: pd.DataFrame) -> np.ndarray:
+    return frame["run"].isin(diverged_runs(frame)).to_numpy()
+
+
+def _shown_ratio(frame: pd.DataFrame) -> np.ndarray:
+    """Final test loss / baseline for a log axis; a diverged run (its last finite weights' loss can
+    be 1e20 and more) is drawn at a decade above every other run, so the axis keeps the others' scale."""
+    ratio, diverged = _positive(frame["test_ratio"]), _is_diverged(frame)
+    others = ratio[~diverged & np.isfinite(ratio)]
+    top = 10 * max(others.max() if len(others) else 1.0, 1.0)
+    return np.where(diverged, top, ratio)
 
 
 @figure(("runs",), "Learnable dependency length")
@@ -90,7 +103,8 @@ def learnable_dependency_length(runs):
     present = archs(frame)
     factors = {arch: 10 ** ((i - (len(present) - 1) / 2) * 0.035) for i, arch in enumerate(present)}  # on log T
     for ax, task in zip(axes.flat, tasks):
-        rows = frame[frame["task"] == task]
+        rows = frame[frame["task"] == task].copy()
+        rows["shown"] = _shown_ratio(rows)  # per panel: a diverged run a decade above the panel's others
         values = axis_values(rows, "T")
         for arch in present:
             sel = rows[rows["arch"] == arch]
@@ -98,13 +112,13 @@ def learnable_dependency_length(runs):
                 continue
             colour = ARCH_COLOURS[arch]
             x = sel["T"].astype(float).to_numpy() * factors[arch]
-            y = _positive(sel["test_ratio"])
-            solved, diverged = sel["solved"].to_numpy(), (sel["status"] == "diverged").to_numpy()
+            y = sel["shown"].to_numpy()
+            solved, diverged = sel["solved"].to_numpy(), _is_diverged(sel)
             ax.scatter(x[solved & ~diverged], y[solved & ~diverged], color=colour, s=18, zorder=3)
             ax.scatter(x[~solved & ~diverged], y[~solved & ~diverged], facecolors="white", edgecolors=colour, s=18,
                        zorder=3)
             ax.scatter(x[diverged], y[diverged], color=colour, marker="x", s=18, zorder=3)
-            medians = sel.groupby("T")["test_ratio"].median()
+            medians = sel[~_is_diverged(sel)].groupby("T")["test_ratio"].median()
             ax.plot(medians.index.astype(float) * factors[arch], _positive(medians.to_numpy()), color=colour,
                     linewidth=1.0, alpha=0.8)
         ax.axhline(1.0, color="0.3", linestyle="--", linewidth=0.8)
@@ -198,20 +212,24 @@ def gradient_bridge(gradient_summary, runs):
     # A median that falls on underflowed windows is only known to be below float64's range.
     below = init.loc[frame["run"], "dep_n_underflow"].to_numpy() > 0
     frame["censored"] = ~np.isfinite(frame["x"]) & below
+    frame["shown"] = _shown_ratio(frame)
     finite_x = frame.loc[np.isfinite(frame["x"]), "x"]
     left = (finite_x.min() if len(finite_x) else -10.0) - 1.0
     present = archs(frame)
     for (task, arch), sel in frame.groupby(["task", "arch"]):
         colour = ARCH_COLOURS[arch]
         x = np.where(sel["censored"], left, sel["x"])
-        y = _positive(sel["test_ratio"])
-        solved = sel["solved"].to_numpy()
+        y = sel["shown"].to_numpy()
+        solved, diverged = sel["solved"].to_numpy() & ~_is_diverged(sel), _is_diverged(sel)
         marker = TASK_MARKERS[task]
         # Later archs smaller and on top: runs that coincide show as concentric markers.
         rank = present.index(arch)
         size, order = 14 + 5 * (len(present) - 1 - rank), 3 + 0.01 * rank
+        kept = ~diverged
         ax.scatter(x[solved], y[solved], color=colour, marker=marker, s=size, zorder=order)
-        ax.scatter(x[~solved], y[~solved], facecolors="white", edgecolors=colour, marker=marker, s=size, zorder=order)
+        ax.scatter(x[~solved & kept], y[~solved & kept], facecolors="white", edgecolors=colour, marker=marker,
+                   s=size, zorder=order)
+        ax.scatter(x[diverged], y[diverged], color=colour, marker="x", s=size, zorder=order)
     if frame["censored"].any():
         ax.axvline(left, color="0.6", linewidth=0.6)
         ax.annotate("< 1e-308", (left, ax.get_ylim()[1]), fontsize=6, color="0.35", ha="left", va="top")
@@ -233,5 +251,6 @@ def gradient_bridge(gradient_summary, runs):
                            "the last recall step's cross-entropy), top layer, at initialisation; y, final test "
                            "loss over the baseline (dashed; dotted: adding solved); "
                            "filled: solved; runs that coincide show as concentric markers",
-                           f"{missing} run(s) without a finite value left out" if missing else ""))
+                           f"{missing} run(s) without a finite value left out" if missing else "",
+                           _status_note(frame)))
     return fig
