@@ -132,6 +132,7 @@ def best_seconds(function, repeats: int = 5, calls: int = 5) -> float:
     ("rnn_sigmoid", 16, 50, 20, 8),     # a Python loop over time steps
     ("lstm", 128, 2000, 35, 20),        # matrix products and softmax
 ])
+@pytest.mark.timing
 def test_time_request_per_training_step_covers_a_measured_step(arch, hidden, vocab, bptt, batch):
     """The time asked for one optimizer step (the estimate times SAFETY) covers what this
     machine takes for the trainer's real step (forward, backward, clip, update), and at
@@ -194,6 +195,7 @@ def best_of_two(kind: str, token_dir, run_dir) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 def test_requests_fit_a_real_tiny_run(tmp_path):
     """A char-level LSTM trained (~5 s) and probed in fresh Pythons, as the jobs run: the
     script estimates with their safety factors (what the requests are built from) cover
