@@ -118,7 +118,7 @@ def learnable_dependency_length(runs):
             ax.scatter(x[~solved & ~diverged], y[~solved & ~diverged], facecolors="white", edgecolors=colour, s=18,
                        zorder=3)
             ax.scatter(x[diverged], y[diverged], color=colour, marker="x", s=18, zorder=3)
-            medians = sel[~_is_diverged(sel)].groupby("T")["test_ratio"].median()
+            medians = sel[~diverged].groupby("T")["test_ratio"].median()
             ax.plot(medians.index.astype(float) * factors[arch], _positive(medians.to_numpy()), color=colour,
                     linewidth=1.0, alpha=0.8)
         ax.axhline(1.0, color="0.3", linestyle="--", linewidth=0.8)
@@ -220,14 +220,14 @@ def gradient_bridge(gradient_summary, runs):
         colour = ARCH_COLOURS[arch]
         x = np.where(sel["censored"], left, sel["x"])
         y = sel["shown"].to_numpy()
-        solved, diverged = sel["solved"].to_numpy() & ~_is_diverged(sel), _is_diverged(sel)
+        diverged = _is_diverged(sel)
+        solved = sel["solved"].to_numpy() & ~diverged
         marker = TASK_MARKERS[task]
         # Later archs smaller and on top: runs that coincide show as concentric markers.
         rank = present.index(arch)
         size, order = 14 + 5 * (len(present) - 1 - rank), 3 + 0.01 * rank
-        kept = ~diverged
         ax.scatter(x[solved], y[solved], color=colour, marker=marker, s=size, zorder=order)
-        ax.scatter(x[~solved & kept], y[~solved & kept], facecolors="white", edgecolors=colour, marker=marker,
+        ax.scatter(x[~solved & ~diverged], y[~solved & ~diverged], facecolors="white", edgecolors=colour, marker=marker,
                    s=size, zorder=order)
         ax.scatter(x[diverged], y[diverged], color=colour, marker="x", s=size, zorder=order)
     if frame["censored"].any():
