@@ -63,7 +63,10 @@ and `task` key defines results, and changing it reruns the jobs it affects
 
 
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA.read_text())
+    """The schema as validation uses it: the file, with the registered archs and their own keys."""
+    from rnngrad.config import load_schema as validation_schema
+
+    return validation_schema(SCHEMA)
 
 
 def _resolve(node: dict, schema: dict) -> dict:
@@ -179,40 +182,27 @@ def config_readme(schema: dict | None = None) -> str:
 
 # ---------------------------------------------------------------------------- architectures
 
-# The recurrence of each arch, in the notation of docs/architectures.md (one line; the page explains the rest).
-RECURRENCES = {
-    "rnn_tanh": "h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)",
-    "rnn_sigmoid": "h_t = sigmoid(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)",
-    "rnn_relu": "h_t = relu(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)",
-    "irnn": "h_t = relu(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), W_hh = init_scale I and b = 0 at init",
-    "lstm": "torch's nn.LSTM: c_t = f_t * c_{t-1} + i_t * g_t, h_t = o_t * tanh(c_t)",
-    "gru": "torch's nn.GRU: h_t = (1 - z_t) * n_t + z_t * h_{t-1}",
-    "orthogonal_rnn": "tanh RNN with W_hh = B expm(A - A^T), exactly orthogonal at every step",
-    "indrnn": "h_t = relu(W_ih x_t + b_ih + u * h_{t-1}), |u_i| <= indrnn_bound^(1/steps)",
-    "lru": "x_t = lambda * x_{t-1} + gamma * (B LayerNorm(u_t)), out_t = u_t + GLU(GELU(Re(C x_t) + D * v_t))",
-}
-# Values tried for each grid key when finding which keys an arch reads.
-TRIAL_VALUES = {"init": ("orthogonal", "uniform"), "init_scale": (1.0, 0.5), "forget_bias": (1.0, 0.0),
-                "indrnn_bound": (2.0, 1.5), "lru_r_min": (0.0, 0.5), "lru_r_max": (0.99, 0.9), "hidden_size": (64, 32),
+# Values tried for each shared grid key when finding which of them an arch reads.
+TRIAL_VALUES = {"init": ("orthogonal", "uniform"), "init_scale": (1.0, 0.5), "hidden_size": (64, 32),
                 "num_layers": (1, 2), "lr": (1.0, 0.5), "optimizer": ("sgd", "adam"), "clip": (5.0, None),
                 "bptt": (35, 20), "batch_size": (20, 10), "epochs": (1, 2), "seed": (0, 1)}
 
 
 def arch_keys(arch: str) -> tuple[list[str], dict]:
     """The grid keys `arch` reads (changing one gives another cell) and those it fixes ({key: value})."""
-    from rnngrad.grid import GRID_KEYS, NOT_APPLICABLE, normalise_cell
+    from rnngrad import archs
+    from rnngrad.grid import NOT_APPLICABLE, SHARED_KEYS, normalise_cell
 
-    base = {key: TRIAL_VALUES[key][0] for key in GRID_KEYS if key != "arch"} | {"arch": arch}
+    spec = archs.get(arch)
+    base = {key: TRIAL_VALUES[key][0] for key in SHARED_KEYS if key != "arch"} | {"arch": arch}
     reads, fixed = [], {}
-    for key in GRID_KEYS:
-        if key == "arch":
-            continue
+    for key in SHARED_KEYS[1:]:
         cells = [normalise_cell({**base, key: value}) for value in TRIAL_VALUES[key]]
         if cells[0] != cells[1]:
             reads.append(key)
         elif cells[0][key] != NOT_APPLICABLE:
             fixed[key] = cells[0][key]
-    return reads, fixed
+    return reads + list(spec.hyperparameters), fixed
 
 
 def _symbolic(size: int, hidden: int) -> str:
@@ -231,8 +221,8 @@ def checkpoint_tensors(arch: str) -> list[str]:
 
 def architectures_table(schema: dict | None = None) -> str:
     """The generated block of docs/architectures.md (markers included)."""
-    from rnngrad.grid import BOUNDED_ARCHS, GRID_KEYS
-    from rnngrad.model import ACTIVATION_DERIVATIVE_BOUND
+    from rnngrad import archs as registry
+    from rnngrad.grid import grid_keys
 
     schema = schema or load_schema()
     archs = schema["properties"]["grid"]["properties"]["arch"]["items"]["enum"]
@@ -241,14 +231,14 @@ def architectures_table(schema: dict | None = None) -> str:
              "checkpoint tensors of layer k |", "|---|---|---|---|---|---|"]
     for arch in archs:
         reads, fixed = arch_keys(arch)
-        own = [f"`{key}`" for key in GRID_KEYS if key in reads and key not in everyone]
+        own = [f"`{key}`" for key in grid_keys() if key in reads and key not in everyone]
         own += [f"`{key}` = `{value}` (fixed)" for key, value in fixed.items()]
-        gamma = ACTIVATION_DERIVATIVE_BOUND.get(arch)
+        spec = registry.get(arch)
         lines.append("| " + " | ".join(_cell(text) for text in (
-            f"`{arch}`", RECURRENCES[arch], "–" if gamma is None else f"{gamma:g}",
-            "top layer" if arch in BOUNDED_ARCHS else "–", ", ".join(own) or "–",
+            f"`{arch}`", spec.equation, "–" if spec.gamma is None else f"{spec.gamma:g}",
+            "top layer" if spec.gamma is not None else "–", ", ".join(own) or "–",
             ", ".join(checkpoint_tensors(arch)))) + " |")
-    common = ", ".join(f"`{key}`" for key in GRID_KEYS if key in everyone)
+    common = ", ".join(f"`{key}`" for key in grid_keys() if key in everyone)
     lines += ["", f"Every arch also reads {common}.", "", END]
     return "\n".join(lines)
 

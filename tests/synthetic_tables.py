@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from rnngrad.grid import GATED_ARCHS, GRID_KEYS, expand_grid, run_path
+from rnngrad.grid import expand_grid, run_path
 
 GAMMA = {"rnn_tanh": 1.0, "rnn_sigmoid": 0.25, "rnn_relu": 1.0, "irnn": 1.0}
 # lambda_1 of the remedies (gamma = 1): orthogonal, IndRNN 2^(1/20) at bptt 20, LRU r_max.
@@ -72,7 +72,7 @@ def _init_slope(cell: dict, sigma: float) -> float:
 def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
                 checkpoints=(0.0, 0.25, 0.5, 1.0), windows: int = 8, floor: float = -40.0,
                 fit_lags=(1, 20), diverge=_diverges, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Every table of `results/tables/` for `grid` (lists per GRID_KEYS entry)."""
+    """Every table of `results/tables/` for `grid` (lists per grid key)."""
     grid = {**DEFAULT_GRID, **(grid or {})}
     rng = np.random.default_rng(seed)
     rows = {name: [] for name in ("runs", "epochs", "training_steps", "gradient_curves",
@@ -199,4 +199,4 @@ def write_tables(tables: dict[str, pd.DataFrame], directory) -> dict[str, str]:
     return paths
 
 
-__all__ = ["make_tables", "write_tables", "GRID_KEYS", "GATED_ARCHS"]
+__all__ = ["make_tables", "write_tables"]

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rnngrad import archs
 from rnngrad.config import ConfigError, load_config, load_schema, validate_config
-from rnngrad.grid import ALL_ARCHS, CORPUS_ONLY_GRID_KEYS, GRID_KEYS
+from rnngrad.grid import CORPUS_ONLY_GRID_KEYS, grid_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
@@ -37,7 +38,7 @@ def test_typo_in_a_nested_key_names_the_section():
 def test_unknown_arch_lists_the_archs():
     message = error_of({"grid": {"arch": ["lstm", "lstn"]}})
     assert "grid.arch" in message and "'lstn'" in message
-    assert all(arch in message for arch in ALL_ARCHS)
+    assert all(arch in message for arch in archs.names())
 
 
 @pytest.mark.parametrize("lr", [-0.1, 0])
@@ -101,7 +102,7 @@ def test_defaults_are_filled_and_input_untouched():
     grid_schema = schema["properties"]["grid"]["properties"]
     assert config["grid"]["arch"] == ["gru"]
     assert config["grid"]["seed"] == grid_schema["seed"]["default"]
-    assert set(config["grid"]) == set(GRID_KEYS)
+    assert set(config["grid"]) == set(grid_keys())
     assert config["corpus"] == {"name": "ptb", "source": "package", "level": "word"}
     assert config["training"]["checkpoints"] == [0.0, 0.25, 0.5, 1.0]
     assert config["probe"]["fit_lags"] == [1, 40]
@@ -113,15 +114,15 @@ def test_defaults_are_filled_and_input_untouched():
 
 def test_every_grid_key_has_a_schema_default():
     grid_schema = load_schema()["properties"]["grid"]["properties"]
-    assert set(grid_schema) == set(GRID_KEYS)
-    assert all("default" in grid_schema[key] for key in GRID_KEYS)
+    assert set(grid_schema) == set(grid_keys())
+    assert all("default" in grid_schema[key] for key in grid_keys())
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)
 def test_shipped_configs_validate(path):
     config = load_config(path)
     # a task run reads whole sequences, drawn fresh: it has no bptt or epochs
-    assert set(config["grid"]) == set(GRID_KEYS) - (set(CORPUS_ONLY_GRID_KEYS) if "task" in config else set())
+    assert set(config["grid"]) == set(grid_keys()) - (set(CORPUS_ONLY_GRID_KEYS) if "task" in config else set())
 
 
 def _keys(tree: dict, prefix=()) -> set:

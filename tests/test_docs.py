@@ -14,8 +14,8 @@ from conftest import ROOT
 from example_files import load_example
 from torch import nn
 
+from rnngrad import archs
 from rnngrad.figures import FIGURES
-from rnngrad.grid import ALL_ARCHS
 from rnngrad.model import build_model, save_checkpoint
 
 README = ROOT / "README.md"
@@ -139,7 +139,7 @@ def test_every_config_key_is_documented_once():
 def test_the_architecture_table_is_generated_from_the_code():
     gen = generator()
     schema_archs = gen.load_schema()["properties"]["grid"]["properties"]["arch"]["items"]["enum"]
-    assert set(schema_archs) == set(ALL_ARCHS) == set(gen.RECURRENCES)
+    assert set(schema_archs) == set(archs.names()) == set(gen.RECURRENCES)
     assert (ROOT / "docs" / "architectures.md").read_text() == gen.architectures_page(), \
         "docs/architectures.md is out of date: python docs/generate.py"
 
@@ -159,7 +159,7 @@ def test_the_generator_reads_which_keys_an_arch_uses():
 
 def test_the_checkpoint_example_covers_every_arch_with_a_torch_module():
     example = load_example("load_checkpoint")
-    torch_modules = {arch for arch in ALL_ARCHS
+    torch_modules = {arch for arch in archs.names()
                      if isinstance(build_model(arch, vocab_size=7, hidden_size=4).rnn, (nn.RNN, nn.LSTM, nn.GRU))}
     assert set(example.TORCH_RECURRENT) == torch_modules
 

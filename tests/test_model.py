@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from rnngrad.model import GATES, build_model, load_checkpoint, save_checkpoint, spectral_stats
+from rnngrad import archs
+from rnngrad.model import build_model, load_checkpoint, save_checkpoint, spectral_stats
 
 VOCAB, HIDDEN, LAYERS, T, B = 17, 8, 2, 7, 3
 PLAIN = {
@@ -153,7 +154,7 @@ def test_default_init_keeps_torch_default():
 @pytest.mark.parametrize("forget_bias", [0.0, 1.0, 2.5])
 def test_lstm_forget_bias(forget_bias):
     model = model_of("lstm", forget_bias=forget_bias)
-    gate = GATES["lstm"].index("f")
+    gate = archs.get("lstm").gates.index("f")
     for layer in range(LAYERS):
         total = getattr(model.rnn, f"bias_ih_l{layer}") + getattr(model.rnn, f"bias_hh_l{layer}")
         forget = total[gate * HIDDEN:(gate + 1) * HIDDEN]

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from rnngrad import collect, probe
-from rnngrad.grid import GRID_KEYS, normalise_cell, run_path
-from rnngrad.model import ACTIVATION_DERIVATIVE_BOUND, build_model, load_checkpoint, save_checkpoint, spectral_stats
+from rnngrad import archs, collect, probe
+from rnngrad.grid import grid_keys, normalise_cell, run_path
+from rnngrad.model import build_model, load_checkpoint, save_checkpoint, spectral_stats
 
 ARCHS = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn", "lstm", "gru")
 VANILLA = ("rnn_tanh", "rnn_sigmoid", "rnn_relu")
@@ -47,8 +47,7 @@ def test_cells_give_the_fused_modules_outputs(arch):
     assert torch.allclose(top, output[4:], rtol=0, atol=1e-13)
     finals = final if arch == "lstm" else (final,)
     for layer in range(2):
-        last = unrolled.states[layer][-1]
-        last = last if arch == "lstm" else (last,)
+        last = unrolled.states[layer][-1]  # the state tuple: (h, c) for the LSTM
         for ours, theirs in zip(last, finals):
             assert torch.allclose(ours, theirs[layer], rtol=0, atol=1e-13)
     # Loss: the fused model's cross-entropy at the last step.
@@ -71,7 +70,7 @@ def test_closed_form_step_jacobians_equal_autograds(arch):
     model = tiny(arch, hidden=5, scale=1.3)
     unrolled = probe.unroll(model, torch.as_tensor(random_windows(3, 4, 6)), 4)
     for layer, weights in enumerate(probe.layer_weights(model)):
-        flat = lambda state: torch.cat(state, dim=-1) if arch == "lstm" else state  # noqa: E731
+        flat = probe.flatten_state
         prev = torch.cat([flat(unrolled.prev_state[layer])] + [flat(s) for s in unrolled.states[layer][:-1]])
         x_proj = unrolled.x_proj[layer].flatten(0, 1)
         closed = probe.step_jacobians(arch, weights, prev, x_proj)
@@ -281,7 +280,7 @@ def test_numpy_bptt_gives_the_probes_gradients(burn_in):
 
 @pytest.mark.parametrize("rho", [0.8, 1.1])
 def test_linear_rnn_with_scaled_orthogonal_w_hh_decays_as_rho_to_the_k(monkeypatch, rho):
-    monkeypatch.setitem(probe.ACTIVATIONS, "rnn_tanh", lambda pre: pre)
+    monkeypatch.setattr(archs.get("rnn_tanh"), "activation", lambda pre: pre)
     model = tiny("rnn_tanh", hidden=6, layers=1).double()
     q, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
     with torch.no_grad():
@@ -308,7 +307,7 @@ def assert_bound_holds(model, windows, burn_in):
     """g(k) <= g(0) (gamma sigma_max)^k window by window, for the top layer."""
     result = probe.probe_model(model, windows, burn_in, jacobian_windows=2)
     top = model.num_layers - 1
-    gamma = ACTIVATION_DERIVATIVE_BOUND[model.arch]
+    gamma = archs.get(model.arch).gamma
     sigma = spectral_stats(model.recurrent_weights()[top], model.arch)["sigma_max"]
     g = result["h"][top]
     lags = np.arange(g.shape[1])
@@ -522,7 +521,7 @@ def test_probe_run_and_collect_curves_write_the_tables(tmp_path):
     tables = {name: tmp_path / "tables" / f"{name}.csv" for name in probe.TABLES}
     collect.collect_curves({name: [o[name] for o in per_run] for name in probe.TABLES}, tables)
     frames = {name: pd.read_csv(path) for name, path in tables.items()}
-    keys = ["run", *GRID_KEYS]
+    keys = ["run", *grid_keys()]
     expected_columns = {
         "curves": keys + ["step", "tokens_seen", "progress", "layer", "state", "lag", *probe.CURVE_STATS],
         "summary": keys + ["step", "tokens_seen", "progress", "layer", "state", "slope", "slope_se", "fit_first",

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from rnngrad import archs
 from rnngrad import resources as res
 from rnngrad.grid import normalise_cell
-from rnngrad.model import GATES, RNNModel
+from rnngrad.model import RNNModel
 from rnngrad.training import Trainer, get_batch
 
 CELL = dict(arch="lstm", hidden_size=64, num_layers=1, init="orthogonal", init_scale=1.0,
@@ -32,7 +33,7 @@ def with_(base: dict, **changes) -> dict:
     return {**base, **changes}
 
 
-@pytest.mark.parametrize("arch", sorted(GATES))
+@pytest.mark.parametrize("arch", archs.names())
 @pytest.mark.parametrize("layers", [1, 2])
 def test_parameter_count_is_exact(arch, layers):
     model = RNNModel(arch, vocab_size=37, hidden_size=12, num_layers=layers)

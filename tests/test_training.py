@@ -15,7 +15,7 @@ from conftest import kill_and_resume
 from rnngrad import probe, training
 from rnngrad.collect import collect_runs
 from rnngrad.config import validate_config
-from rnngrad.grid import GRID_KEYS, normalise_cell, run_path
+from rnngrad.grid import grid_keys, normalise_cell, run_path
 from rnngrad.job_keys import result_settings
 from rnngrad.model import DamagedCheckpointError, load_checkpoint
 
@@ -120,7 +120,7 @@ def test_run_writes_its_outputs(token_dir, tmp_path):
     steps_per_epoch = 1000 // (10 * 4)
     assert summary["status"] == "ok" and summary["steps"] == 2 * steps_per_epoch
     assert summary["tokens_seen"] == 2 * steps_per_epoch * 40
-    assert all(summary[key] == cell[key] for key in GRID_KEYS)
+    assert all(summary[key] == cell[key] for key in grid_keys())
     # How it ran is recorded, though it is no part of the results (nor of the resume fingerprint).
     assert {key: summary[key] for key in ("device", "threads", "log_every_s", "save_every_s")} == {
         "device": "cpu", "threads": 1, "log_every_s": 0.01, "save_every_s": training.SAVE_EVERY_S}
@@ -288,7 +288,7 @@ def test_collect_runs_tables(token_dir, tmp_path):
     runs, epochs, steps = collect_runs(
         [d / "summary.json" for d in dirs], [d / "epochs.csv" for d in dirs], [d / "metrics.csv" for d in dirs])
     assert runs["run"].tolist() == [run_path(cell) for cell in cells]
-    assert list(runs.columns[:len(GRID_KEYS) + 1]) == ["run", *GRID_KEYS]
+    assert list(runs.columns[:len(grid_keys()) + 1]) == ["run", *grid_keys()]
     assert {"status", "valid_ppl", "test_ppl", "tokens_per_s", "clipped_fraction"} <= set(runs.columns)
     assert runs["arch"].tolist() == ["rnn_tanh", "gru"] and runs["seed"].tolist() == [0, 1]
     assert len(epochs) == 2 and set(epochs["run"]) == set(runs["run"])

@@ -13,7 +13,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from rnngrad.grid import CORPUS_ONLY_GRID_KEYS, TASK_KEYS, expand_grid
+from rnngrad import archs
+from rnngrad.grid import CORPUS_ONLY_GRID_KEYS, TASK_KEYS, expand_grid, grid_keys
 from rnngrad.io import write_text
 from rnngrad.tasks import TaskError, check_task, sequence_length
 
@@ -67,8 +68,21 @@ def _wrong_kind(schema: dict, config: dict, kind: str, path: tuple = ()) -> str 
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    """The schema file with what the arch registry says: the `arch` values, and every arch's own
+    hyperparameters as grid keys (rnngrad.archs.Arch.hyperparameters)."""
     with open(path) as f:
-        return yaml.safe_load(f)
+        schema = yaml.safe_load(f)
+    grid = schema["properties"]["grid"]["properties"]
+    grid["arch"]["items"]["enum"] = archs.names()
+    for arch in archs.all_archs():
+        for key, spec in arch.hyperparameters.items():
+            item = {name: value for name, value in spec.items()
+                    if name not in ("default", "description", "label", "reference")}
+            grid[key] = {"type": "array", "minItems": 1, "uniqueItems": True, "items": item,
+                         "default": [spec["default"]],
+                         "description": f"{arch.label} only: {spec['description']}; ignored by other archs"}
+    schema["properties"]["exclude"]["items"]["propertyNames"] = {"enum": list(TASK_KEYS + grid_keys())}
+    return schema
 
 
 _BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
@@ -120,8 +134,12 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
 
     Raises ConfigError naming the first offending key (the most specific error).
     """
-    schema = schema if schema is not None else load_schema()
     config = copy.deepcopy(dict(config))
+    try:  # a user's own archs register first: the schema's arch values and grid keys include them
+        archs.load_arch_files(config.get("arch_files", []))
+    except archs.ArchError as error:
+        raise ConfigError(str(error)) from None
+    schema = schema if schema is not None else load_schema()
     kind = run_kind(config)
     wrong = _wrong_kind(schema, config, kind)
     if wrong:
@@ -147,12 +165,9 @@ def _check_semantics(config: dict) -> None:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     for cell in cells:
-        if cell["arch"] == "lru" and not cell["lru_r_min"] < cell["lru_r_max"]:
-            raise ConfigError(
-                f"config key grid.lru_r_min: {cell['lru_r_min']} is not below grid.lru_r_max {cell['lru_r_max']}; "
-                "the LRU's eigenvalues start on the ring lru_r_min <= |lambda| <= lru_r_max "
-                "(exclude such pairs with `exclude:`)"
-            )
+        problem = archs.get(cell["arch"]).validate(cell)
+        if problem:
+            raise ConfigError(problem)
 
 
 def _check_corpus(config: dict) -> None:

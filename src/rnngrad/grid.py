@@ -1,64 +1,64 @@
 """The hyperparameter grid: config lists -> one cell (dict) per training run.
 
 A cell's run path is readable, one `key~value` directory per hyperparameter
-(`arch~lstm/hidden_size~128/.../seed~0`), in the order of GRID_KEYS. A task run (the
-config has a `task:` section, rnngrad.tasks) is a cell with two more keys, TASK_KEYS,
-first in its path (`task~adding/T~100/arch~lstm/...`); its `bptt` and `epochs` are `na`
-(full backpropagation through the whole sequence, fresh sequences every step).
+(`arch~lstm/hidden_size~128/.../seed~0`), in the order of grid_keys(). It names only the
+keys that apply to the run: an arch's own hyperparameters (rnngrad.archs) only for that
+arch, and only where they differ from their default, so that adding an arch, or a new
+hyperparameter to one (whose default is the arch as it was), renames and retrains no
+existing run; no key whose value is `na` (not applicable). A task run (the config has a
+`task:` section, rnngrad.tasks) is a cell with two more keys, TASK_KEYS, first in its path
+(`task~adding/T~100/arch~lstm/...`); its `bptt` and `epochs` are `na` (full backpropagation
+through the whole sequence, fresh sequences every step).
 """
 
 from __future__ import annotations
 
 import itertools
 
-# Order of the keys in run paths and tables.
-GRID_KEYS = (
-    "arch", "hidden_size", "num_layers", "init", "init_scale", "forget_bias",
-    "indrnn_bound", "lru_r_min", "lru_r_max", "lr", "optimizer", "clip", "bptt", "batch_size", "epochs", "seed",
-)
-GATED_ARCHS = ("lstm", "gru")
-VANILLA_ARCHS = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn")
-# Recurrences whose Jacobian cannot vanish or explode by construction (docs/architectures.md).
-REMEDY_ARCHS = ("orthogonal_rnn", "indrnn", "lru")
-ALL_ARCHS = VANILLA_ARCHS + GATED_ARCHS + REMEDY_ARCHS
-# Archs whose top layer obeys Pascanu's bound g(k) <= g(0) (gamma lambda_1)^k (model.recurrent_weights).
-BOUNDED_ARCHS = VANILLA_ARCHS + REMEDY_ARCHS
-# Hyperparameters that only one arch reads: {key: arch}.
-ARCH_KEYS = {"forget_bias": "lstm", "indrnn_bound": "indrnn", "lru_r_min": "lru", "lru_r_max": "lru"}
-NOT_APPLICABLE = "na"
-# The keys a task run's cell adds, before the GRID_KEYS: which task, its dependency length.
+from rnngrad import archs
+from rnngrad.archs.base import NOT_APPLICABLE
+
+# The keys every arch reads, in run-path order; each arch's own (archs.Arch.hyperparameters)
+# come after init_scale (grid_keys).
+SHARED_KEYS = ("arch", "hidden_size", "num_layers", "init", "init_scale", "lr", "optimizer", "clip", "bptt",
+               "batch_size", "epochs", "seed")
+# The keys a task run's cell adds, before the grid keys: which task, its dependency length.
 TASK_KEYS = ("task", "T")
 # Grid keys that only language-model runs have (a task run reads whole sequences, drawn fresh).
 CORPUS_ONLY_GRID_KEYS = ("bptt", "epochs")
-# Gate blocks stacked in each layer's weight_hh, in torch's order (here, not in model.py,
-# so that sizing jobs from the grid does not import torch).
-GATES = {
-    "rnn_tanh": ("h",), "rnn_sigmoid": ("h",), "rnn_relu": ("h",), "irnn": ("h",),
-    "lstm": ("i", "f", "g", "o"),
-    "gru": ("r", "z", "n"),
-    # One recurrent block each: orthogonal W_hh, diag(u), diag(lambda) (model.py).
-    "orthogonal_rnn": ("h",), "indrnn": ("h",), "lru": ("h",),
-}
+
+
+def arch_keys() -> tuple[str, ...]:
+    """Every registered arch's own hyperparameters, in the registry's order."""
+    keys = tuple(archs.hyperparameter_owners())
+    shared = sorted(set(keys) & set(SHARED_KEYS + TASK_KEYS))
+    if shared:
+        raise archs.ArchError(f"arch(s) {[archs.hyperparameter_owners()[k] for k in shared]} declare hyperparameter(s) "
+                              f"{shared}, which are grid keys of every arch")
+    return keys
+
+
+def grid_keys() -> tuple[str, ...]:
+    """The keys of a cell, in run-path and table order."""
+    split = SHARED_KEYS.index("init_scale") + 1
+    return SHARED_KEYS[:split] + arch_keys() + SHARED_KEYS[split:]
 
 
 def normalise_cell(cell: dict) -> dict:
     """Fix hyperparameters an arch ignores, so equivalent cells coincide.
 
-    The forget-gate bias only exists in the LSTM, the IndRNN bound and the LRU ring radii
-    only in their archs (ARCH_KEYS); the IRNN is by definition identity-initialised, the
-    orthogonal RNN's W_hh is orthogonal at every step (no scale), and the IndRNN and LRU
-    initialise their diagonal recurrences by their papers' recipes (no W_hh init).
+    Another arch's own hyperparameters are `na`; the arch's own take their default where the
+    cell lacks them; the shared keys the arch fixes (archs.Arch.fixed: the IRNN's identity
+    init, the orthogonal RNN's unscaled W_hh, the IndRNN's and LRU's own recurrent inits)
+    take its values.
     """
     cell = dict(cell)
-    for key, arch in ARCH_KEYS.items():
-        if cell["arch"] != arch:
+    arch = archs.get(cell["arch"])
+    for key, owner in archs.hyperparameter_owners().items():
+        if owner != arch.name:
             cell[key] = NOT_APPLICABLE
-    if cell["arch"] == "irnn":
-        cell["init"] = "identity"
-    if cell["arch"] == "orthogonal_rnn":
-        cell["init"], cell["init_scale"] = "orthogonal", NOT_APPLICABLE
-    if cell["arch"] in ("indrnn", "lru"):
-        cell["init"] = cell["init_scale"] = NOT_APPLICABLE
+    cell.update(arch.options(cell))
+    cell.update(arch.fixed)
     return cell
 
 
@@ -68,7 +68,7 @@ def _matches(cell: dict, pattern: dict) -> bool:
 
 def cell_keys(values: dict) -> tuple[str, ...]:
     """The keys of a cell (or a row that carries one): TASK_KEYS first for a task run."""
-    return TASK_KEYS + GRID_KEYS if "task" in values else GRID_KEYS
+    return TASK_KEYS + grid_keys() if "task" in values else grid_keys()
 
 
 def expand_grid(grid: dict, exclude: list[dict] = (), task: dict | None = None) -> list[dict]:
@@ -78,10 +78,11 @@ def expand_grid(grid: dict, exclude: list[dict] = (), task: dict | None = None) 
     T of `task['name']` x `task['T']`, and `bptt` and `epochs` are `na`.
     Raises ValueError when nothing is left to train.
     """
-    axes = dict(grid)
+    axes = {key: [spec["default"]] for arch in archs.all_archs() for key, spec in arch.hyperparameters.items()}
+    axes.update(grid)
     if task is not None:
         axes.update({"task": task["name"], "T": task["T"]}, **{key: [NOT_APPLICABLE] for key in CORPUS_ONLY_GRID_KEYS})
-    keys = TASK_KEYS + GRID_KEYS if task is not None else GRID_KEYS
+    keys = TASK_KEYS + grid_keys() if task is not None else grid_keys()
     missing = [key for key in keys if key not in axes]
     if missing:
         raise ValueError(f"grid is missing keys {missing}")
@@ -103,9 +104,10 @@ def expand_grid(grid: dict, exclude: list[dict] = (), task: dict | None = None) 
 
 
 def run_columns(values: dict) -> dict:
-    """`run` and every cell key's value (cell_keys): the leading columns of every per-run table row."""
-    cell = {key: values[key] for key in cell_keys(values)}
-    return {"run": run_path(cell), **cell}
+    """`run` and every cell key's value (cell_keys): the leading columns of every per-run table row.
+    An arch's hyperparameter that `values` lacks (added after the run) takes its default."""
+    cell = normalise_cell({key: values[key] for key in cell_keys(values) if key in values})
+    return {"run": run_path(cell), **{key: cell[key] for key in cell_keys(cell)}}
 
 
 def format_value(value) -> str:
@@ -119,8 +121,15 @@ def format_value(value) -> str:
     return str(value)
 
 
+def path_keys(cell: dict) -> list[str]:
+    """The keys a cell's run path names: not `na`, and an arch's own only where not at its default."""
+    own = archs.get(cell["arch"]).hyperparameters
+    return [key for key in cell_keys(cell) if cell.get(key, NOT_APPLICABLE) != NOT_APPLICABLE
+            and not (key in own and cell[key] == own[key]["default"])]
+
+
 def run_path(cell: dict) -> str:
-    return "/".join(f"{key}~{format_value(cell[key])}" for key in cell_keys(cell))
+    return "/".join(f"{key}~{format_value(cell[key])}" for key in path_keys(cell))
 
 
 def parse_value(text: str):
@@ -136,13 +145,20 @@ def parse_value(text: str):
 
 
 def parse_run_path(path: str) -> dict:
-    """`arch~lstm/.../seed~0` -> {'arch': 'lstm', ..., 'seed': 0} (and task, T for a task run)."""
-    cell = {}
+    """`arch~lstm/.../seed~0` -> the cell {'arch': 'lstm', ..., 'seed': 0} (and task, T for a task run):
+    the keys the path leaves out are the arch's defaults and `na` (path_keys)."""
+    keys, parsed = TASK_KEYS + grid_keys(), {}
     for part in path.strip("/").split("/"):
         key, sep, text = part.partition("~")
-        if sep and key in TASK_KEYS + GRID_KEYS:
-            cell[key] = parse_value(text)
-    missing = [key for key in cell_keys(cell) if key not in cell]
+        if sep and key in keys:
+            parsed[key] = parse_value(text)
+    if "arch" not in parsed:
+        raise ValueError(f"run path {path!r} lacks ['arch']")
+    arch = archs.get(parsed["arch"])
+    optional = set(arch_keys()) | set(arch.fixed) | (set(CORPUS_ONLY_GRID_KEYS) if "task" in parsed else set())
+    missing = [key for key in cell_keys(parsed) if key not in parsed and key not in optional]
     if missing:
         raise ValueError(f"run path {path!r} lacks {missing}")
-    return cell
+    cell = normalise_cell({key: parsed.get(key, NOT_APPLICABLE) for key in cell_keys(parsed)
+                           if key in parsed or key not in arch.hyperparameters})
+    return {key: cell[key] for key in cell_keys(cell)}

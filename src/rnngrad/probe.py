@@ -71,19 +71,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from rnngrad import tasks
-from rnngrad.grid import GRID_KEYS, run_columns
+from rnngrad import archs, tasks
+from rnngrad.grid import run_columns
 from rnngrad.io import write_csv
-from rnngrad.model import ACTIVATION_DERIVATIVE_BOUND, GATES, LRU_PARAMETERS, load_checkpoint, spectral_stats
+from rnngrad.model import load_checkpoint, spectral_stats
 
-# Activation of the vanilla cells; tests may swap in a linear one (closed forms).
-ACTIVATIONS = {"rnn_tanh": torch.tanh, "rnn_sigmoid": torch.sigmoid, "rnn_relu": torch.relu, "irnn": torch.relu,
-               "orthogonal_rnn": torch.tanh, "indrnn": torch.relu}
-WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-# Recurrences that act unit by unit: their contributions are elementwise products.
-DIAGONAL_ARCHS = ("indrnn", "lru")
 TABLES = ("curves", "summary", "contributions", "jacobians")
-RUN_COLUMNS = ("run",) + GRID_KEYS
 CURVE_STATS = ("n", "n_censored", "n_underflow", "log10_mean", "log10_median", "log10_q25", "log10_q75",
                "norm_log10_mean", "norm_log10_median", "norm_log10_q25", "norm_log10_q75")
 
@@ -105,84 +98,10 @@ def make_windows(tokens: np.ndarray, n_windows: int, burn_in: int, max_lag: int,
 
 
 def layer_weights(model) -> list[dict[str, torch.Tensor]]:
-    """float64 copies of each layer's weights, read by their torch.nn names.
-
-    IndRNN: weight_ih, bias_ih and weight_hh = the projected u; LRU: its LRU_PARAMETERS.
-    """
-    def read(layer):
-        if model.arch == "indrnn":
-            return {"weight_ih": getattr(model.rnn, f"weight_ih_l{layer}"),
-                    "bias_ih": getattr(model.rnn, f"bias_ih_l{layer}"), "weight_hh": model.rnn.recurrent_vector(layer)}
-        names = LRU_PARAMETERS if model.arch == "lru" else WEIGHT_NAMES
-        return {name: getattr(model.rnn, f"{name}_l{layer}") for name in names}
-
-    return [{name: value.detach().double().clone() for name, value in read(layer).items()}
+    """float64 copies of each layer's weights as the arch's step function reads them (archs.Arch.layer_weights)."""
+    spec = model.spec
+    return [{name: value.detach().double().clone() for name, value in spec.layer_weights(model.rnn, layer).items()}
             for layer in range(model.num_layers)]
-
-
-def lru_eigenvalues(weights: dict) -> torch.Tensor:
-    """lambda = exp(-exp(nu_log) + i exp(theta_log)), complex128."""
-    return torch.exp(torch.complex(-torch.exp(weights["nu_log"]), torch.exp(weights["theta_log"])))
-
-
-def project_input(arch: str, weights: dict, layer_input: torch.Tensor) -> torch.Tensor:
-    """The input side of every step at once: W_ih x_t + b_ih, or the LRU's gamma * B LayerNorm(u_t) (complex)."""
-    if arch != "lru":
-        return torch.matmul(layer_input, weights["weight_ih"].t()) + weights["bias_ih"]
-    v = F.layer_norm(layer_input, (layer_input.shape[-1],), weights["norm_weight"], weights["norm_bias"])
-    scale = torch.exp(weights["gamma_log"])[:, None]
-    return torch.complex(v @ (weights["B_re"] * scale).t(), v @ (weights["B_im"] * scale).t())
-
-
-def layer_output(arch: str, weights: dict, layer_input: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-    """What a layer passes up: its hidden states, or the LRU's residual GLU block of Re(C x_t) + D v_t."""
-    if arch != "lru":
-        return states
-    v = F.layer_norm(layer_input, (layer_input.shape[-1],), weights["norm_weight"], weights["norm_bias"])
-    z = F.gelu(states.real @ weights["C_re"].t() - states.imag @ weights["C_im"].t() + weights["D"] * v)
-    gate = torch.sigmoid(F.linear(z, weights["out2_weight"], weights["out2_bias"]))
-    return layer_input + F.linear(z, weights["out1_weight"], weights["out1_bias"]) * gate
-
-
-def cell_step(arch: str, weights: dict, x_proj: torch.Tensor, state, probe_e: torch.Tensor | None = None,
-              probe_c: torch.Tensor | None = None):
-    """One recurrent step, torch's equations; x_proj = W_ih x_t + b_ih (all gates).
-
-    `probe_e` is added to W_hh h_{t-1} (all gate blocks, before b_hh): its gradient is
-    the gradient with respect to the recurrent pre-activation. `probe_c` (LSTM) is added
-    to c_t BEFORE h_t = o_t * tanh(c_t) is computed, so its gradient is the total
-    derivative dL/dc_t (backpropagation's delta_c). Works on batched (..., H) tensors
-    and on single vectors (for torch.func). IndRNN: the recurrent pre-activation is
-    u * h_{t-1}. LRU: state x (complex), x_proj = gamma * B v_t, returns lambda x + x_proj.
-    """
-    h_prev = state[0] if arch == "lstm" else state
-    if arch == "lru":
-        recurrent = lru_eigenvalues(weights) * h_prev
-        return (recurrent if probe_e is None else recurrent + probe_e) + x_proj
-    recurrent = h_prev * weights["weight_hh"] if arch == "indrnn" else torch.matmul(h_prev, weights["weight_hh"].t())
-    if probe_e is not None:
-        recurrent = recurrent + probe_e
-    if "bias_hh" in weights:  # the IndRNN has one bias, in x_proj
-        recurrent = recurrent + weights["bias_hh"]
-    if arch in ACTIVATIONS:
-        return ACTIVATIONS[arch](x_proj + recurrent)
-    if arch == "lstm":
-        i, f, g, o = (x_proj + recurrent).chunk(4, dim=-1)
-        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
-        if probe_c is not None:
-            c = c + probe_c
-        return torch.sigmoid(o) * torch.tanh(c), c
-    if arch == "gru":
-        x_r, x_z, x_n = x_proj.chunk(3, dim=-1)
-        h_r, h_z, h_n = recurrent.chunk(3, dim=-1)
-        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-        n = torch.tanh(x_n + r * h_n)
-        return (1 - z) * n + z * h_prev
-    raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(GATES)}")
-
-
-def _hidden(arch: str, state):
-    return state[0] if arch == "lstm" else state
 
 
 def embed(model, inputs: torch.Tensor) -> torch.Tensor:
@@ -233,7 +152,7 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
     are the inputs (W, steps[, features]) and loss_fn maps the top layer's outputs
     (steps - burn_in, W, H) to one loss per window.
     """
-    arch = model.arch
+    spec = model.spec
     weights = layer_weights(model) if weights is None else weights
     probe_values = probe_values or {}
     if loss_fn is None:
@@ -249,17 +168,17 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
 
     def zero_state():
         zeros = x.new_zeros(n_windows, model.hidden_size)
-        if arch == "lru":
-            return torch.complex(zeros, zeros)
-        return (zeros, zeros.clone()) if arch == "lstm" else zeros
+        if spec.complex_state:
+            zeros = torch.complex(zeros, zeros)
+        return tuple(zeros.clone() if i else zeros for i in range(len(spec.states)))
 
     def probe(kind, layer, width):
         """One zero leaf (K+1, W, width) per kind and layer; step t adds its slice t.
 
         A single leaf per kind (sliced by unbind) keeps the graph small: its gradient
-        is every step's gradient at once. The LRU's state probes are complex.
+        is every step's gradient at once. A complex state's probes (and e's) are complex.
         """
-        dtype = torch.complex128 if arch == "lru" and kind in ("h", "e") else x.dtype
+        dtype = torch.complex128 if spec.complex_state and kind != "x" else x.dtype
         value = x.new_zeros(steps, n_windows, width, dtype=dtype)
         for (which, where, t), given in probe_values.items():
             if (which, where) == (kind, layer):
@@ -272,44 +191,48 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
         for w in weights:
             state = zero_state()
             if burn_in:
-                projected = project_input(arch, w, layer_input)
+                projected = spec.project_input(w, layer_input)
                 outputs = []
                 for t in range(burn_in):
-                    state = cell_step(arch, w, projected[t], state)
-                    outputs.append(_hidden(arch, state))
-                layer_input = layer_output(arch, w, layer_input, torch.stack(outputs))
+                    state = spec.step(w, projected[t], state)
+                    outputs.append(state[0])
+                layer_input = spec.layer_output(w, layer_input, torch.stack(outputs))
             prev_state.append(state)
 
-    hidden_size, n_gates = model.hidden_size, len(GATES[arch])
-    probes = {"x": probe("x", 0, hidden_size), "h": [], "c": [], "e": []}
+    hidden_size, kinds = model.hidden_size, spec.states + ("e",)
+    probes = {"x": probe("x", 0, hidden_size), **{kind: [] for kind in kinds}}
     layer_input = x[burn_in:] + probes["x"]
     hidden, prev_hidden, x_proj, states = [], [], [], []
     for layer, w in enumerate(weights):
-        projected = project_input(arch, w, layer_input)
+        projected = spec.project_input(w, layer_input)
         # unbind: one backward node for all steps (indexing projected[t] would make
         # every step's backward write a zero tensor the size of all steps).
         projected_steps = projected.unbind(0)
         state = prev_state[layer]
-        layer_probes = {kind: probe(kind, layer, n_gates * hidden_size if kind == "e" else hidden_size)
-                        for kind in (("h", "c", "e") if arch == "lstm" else ("h", "e"))}
+        layer_probes = {kind: probe(kind, layer, len(spec.gates) * hidden_size if kind == "e" else hidden_size)
+                        for kind in kinds}
         steps_of = {kind: leaf.unbind(0) for kind, leaf in layer_probes.items()}
         outputs, layer_states = [], []
         for t in range(steps):
-            probe_c = steps_of["c"][t] if arch == "lstm" else None
-            state = cell_step(arch, w, projected_steps[t], state, steps_of["e"][t], probe_c)
-            if arch == "lstm":
-                state = (state[0] + steps_of["h"][t], state[1])
-            else:
-                state = state + steps_of["h"][t]
-            outputs.append(_hidden(arch, state))
-            layer_states.append(tuple(s.detach() for s in state) if arch == "lstm" else state.detach())
+            probed = set()
+
+            def add_probe(name, value, t=t):  # a state the arch perturbs where it computes it
+                probed.add(name)
+                return value + steps_of[name][t]
+
+            e = spec.recurrent_input(w, state[0]) + steps_of["e"][t]
+            state = spec.update(w, projected_steps[t], state, e, add_probe)
+            state = tuple(value if name in probed else value + steps_of[name][t]
+                          for name, value in zip(spec.states, state))
+            outputs.append(state[0])
+            layer_states.append(tuple(value.detach() for value in state))
         for kind, leaf in layer_probes.items():
             probes[kind].append(leaf)
         hidden.append(outputs)
-        prev_hidden.append(_hidden(arch, prev_state[layer]))
+        prev_hidden.append(prev_state[layer][0])
         x_proj.append(projected.detach())
         states.append(layer_states)
-        layer_input = layer_output(arch, w, layer_input, torch.stack(outputs))
+        layer_input = spec.layer_output(w, layer_input, torch.stack(outputs))
     loss = loss_fn(layer_input)
     return Unrolled(loss, hidden, prev_hidden, prev_state, x_proj, states, probes)
 
@@ -322,74 +245,41 @@ def _norms_by_lag(grads) -> torch.Tensor:
     return torch.stack(list(grads)).norm(dim=-1).flip(0).t()
 
 
+def flatten_state(state: tuple) -> torch.Tensor:
+    """A state tuple as one real vector (..., S): the named states side by side; a complex one as (Re, Im)."""
+    flat = torch.cat(state, dim=-1)
+    return torch.cat([flat.real, flat.imag], dim=-1) if flat.is_complex() else flat
+
+
 def step_jacobians_autograd(arch: str, weights: dict, prev_states, x_proj: torch.Tensor) -> torch.Tensor:
-    """Per-step Jacobians by torch.func (vmap of jacrev of one cell step): the reference."""
-    hidden_size = prev_states.shape[1] // (2 if arch in ("lstm", "lru") else 1)
+    """Per-step Jacobians by torch.func (vmap of jacrev of one step of the arch's step function):
+    the probe's path for an arch without a closed form, and what closed forms are tested against."""
+    spec = archs.get(arch)
 
-    def step(s, xp):
-        if arch == "lstm":
-            return torch.cat(cell_step(arch, weights, xp, (s[:hidden_size], s[hidden_size:])))
-        if arch == "lru":  # complex state and input as real vectors (Re, Im): jacrev takes real inputs only
-            xp = torch.complex(xp[:hidden_size], xp[hidden_size:])
-            new = cell_step(arch, weights, xp, torch.complex(s[:hidden_size], s[hidden_size:]))
-            return torch.cat([new.real, new.imag])
-        return cell_step(arch, weights, xp, s)
+    def as_complex(flat):
+        half = flat.shape[-1] // 2
+        return torch.complex(flat[..., :half], flat[..., half:])
 
-    if x_proj.is_complex():
+    def step(s, xp):  # real vectors in and out: jacrev takes real inputs only
+        s = as_complex(s) if spec.complex_state else s
+        xp = as_complex(xp) if input_complex else xp
+        return flatten_state(spec.step(weights, xp, tuple(s.chunk(len(spec.states), dim=-1))))
+
+    input_complex = x_proj.is_complex()
+    if input_complex:
         x_proj = torch.cat([x_proj.real, x_proj.imag], dim=-1)
     return torch.func.vmap(torch.func.jacrev(step))(prev_states, x_proj)
 
 
 def step_jacobians(arch: str, weights: dict, prev_states, x_proj: torch.Tensor) -> torch.Tensor:
-    """Per-step Jacobians d s_t / d s_{t-1} of one layer, (N, S, S), S = H or 2H (LSTM (h, c)).
+    """Per-step Jacobians d s_t / d s_{t-1} of one layer, (N, S, S), S = H x named states (x 2 if complex).
 
-    prev_states: (N, S) states s_{t-1}; x_proj: (N, G*H) input projections of step t.
-    Closed forms (rows of the W_hh blocks scaled by gate derivatives): far cheaper than
-    jacrev, which tests check them against. IndRNN: diag(relu'(a_t) u). LRU (S = 2N, the
-    state (Re x, Im x)): [[diag Re lambda, -diag Im lambda], [diag Im lambda, diag Re lambda]].
+    prev_states: (N, S) flattened states s_{t-1} (flatten_state); x_proj: (N, G*H) input
+    projections of step t. The arch's closed form where it gives one (far cheaper than
+    jacrev, which tests check it against), else torch.func's (step_jacobians_autograd).
     """
-    if arch == "indrnn":
-        u = weights["weight_hh"]
-        pre = (x_proj + prev_states * u).detach().requires_grad_(True)
-        with torch.enable_grad():
-            (derivative,) = torch.autograd.grad(ACTIVATIONS[arch](pre).sum(), pre)
-        return torch.diag_embed(derivative * u)
-    if arch == "lru":
-        lam = lru_eigenvalues(weights)
-        re, im = torch.diag(lam.real), torch.diag(lam.imag)
-        single = torch.cat([torch.cat([re, -im], dim=1), torch.cat([im, re], dim=1)])
-        return single.expand(len(prev_states), *single.shape).clone()
-    w_hh, hidden_size = weights["weight_hh"], weights["weight_hh"].shape[1]
-    blocks = w_hh.view(-1, hidden_size, hidden_size)  # (G, H, H): one block per gate
-    h = prev_states[:, :hidden_size]
-    pre = x_proj + h @ w_hh.t() + weights["bias_hh"]  # (N, G*H)
-    rows = lambda d, block: d[:, :, None] * blocks[block]  # noqa: E731 (diag(d) W_block)
-    if arch in ACTIVATIONS:
-        # The derivative of an elementwise activation is the gradient of its sum.
-        pre = pre.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (derivative,) = torch.autograd.grad(ACTIVATIONS[arch](pre).sum(), pre)
-        return rows(derivative, 0)
-    if arch == "lstm":
-        c = prev_states[:, hidden_size:]
-        a_i, a_f, a_g, a_o = pre.chunk(4, dim=-1)
-        i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
-        tanh_c = torch.tanh(f * c + i * g)
-        dc_dh = rows(c * f * (1 - f), 1) + rows(g * i * (1 - i), 0) + rows(i * (1 - g * g), 2)
-        dh_dc_new = o * (1 - tanh_c * tanh_c)
-        dh_dh = rows(tanh_c * o * (1 - o), 3) + dh_dc_new[:, :, None] * dc_dh
-        top = torch.cat([dh_dh, torch.diag_embed(dh_dc_new * f)], dim=2)
-        bottom = torch.cat([dc_dh, torch.diag_embed(f)], dim=2)
-        return torch.cat([top, bottom], dim=1)
-    if arch == "gru":
-        x_r, x_z, x_n = x_proj.chunk(3, dim=-1)
-        h_r, h_z, h_n = (h @ w_hh.t() + weights["bias_hh"]).chunk(3, dim=-1)
-        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-        n = torch.tanh(x_n + r * h_n)
-        dr_dh, dz_dh = rows(r * (1 - r), 0), rows(z * (1 - z), 1)
-        dn_dh = (1 - n * n)[:, :, None] * (rows(r, 2) + h_n[:, :, None] * dr_dh)
-        return (1 - z)[:, :, None] * dn_dh + torch.diag_embed(z) + (h - n)[:, :, None] * dz_dh
-    raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(GATES)}")
+    closed = archs.get(arch).step_jacobian(weights, prev_states, x_proj)
+    return closed if closed is not None else step_jacobians_autograd(arch, weights, prev_states, x_proj)
 
 
 def jacobian_products(jacobians: torch.Tensor) -> torch.Tensor:
@@ -437,7 +327,7 @@ def probe_model(model, windows: np.ndarray, burn_in: int, jacobian_windows: int 
     arch, n_layers = model.arch, model.num_layers
     weights = layer_weights(model)
     tokens = torch.as_tensor(windows)  # int64 tokens, or a task's real inputs
-    keys = ("h", "c", "contributions") if arch == "lstm" else ("h", "contributions")
+    keys = model.spec.states + ("contributions",)
     parts = {key: [] for key in keys + ("x", "loss")}
     jacobian_unrolled = None
     for start in range(0, len(tokens), chunk_size):
@@ -454,7 +344,7 @@ def probe_model(model, windows: np.ndarray, burn_in: int, jacobian_windows: int 
         for layer in range(n_layers):
             e_grads = next(grads)
             h_prev = torch.stack([unrolled.prev_hidden[layer]] + [h.detach() for h in unrolled.hidden[layer][:-1]])
-            if arch in DIAGONAL_ARCHS:  # the step's part of dL/du is e-gradient * h_prev, unit by unit
+            if model.spec.diagonal:  # the step's part of dL/du is e-gradient * h_prev, unit by unit
                 contributions.append(_norms_by_lag(e_grads * h_prev.conj()))
             else:  # rank one: ||e-gradient|| ||h_prev||
                 contributions.append(_norms_by_lag(e_grads) * _norms_by_lag(h_prev))
@@ -476,9 +366,7 @@ def _probe_jacobians(arch: str, weights: list, unrolled: Unrolled, n_windows: in
     products, step_norms = [], []
     for layer, w in enumerate(weights):
         def flat(state):
-            state = torch.cat(state, dim=-1) if arch == "lstm" else state
-            state = torch.cat([state.real, state.imag], dim=-1) if state.is_complex() else state
-            return state[:n_windows]
+            return flatten_state(state)[:n_windows]
 
         prev = torch.stack([flat(unrolled.prev_state[layer])] + [flat(s) for s in unrolled.states[layer][:-1]], dim=1)
         x_proj = unrolled.x_proj[layer][:, :n_windows].transpose(0, 1)
@@ -635,15 +523,14 @@ def summarise_probe(result: dict, model, probe_config: dict, dependencies: dict[
     arch = model.arch
     first, last = probe_config["fit_lags"]
     threshold = probe_config["horizon_threshold"]
-    gamma = ACTIVATION_DERIVATIVE_BOUND.get(arch)
+    gamma = model.spec.gamma
     spectra = [spectral_stats(w, arch) for w in model.recurrent_weights()]
     top = model.num_layers - 1
     curves, summary, contributions, jacobians = [], [], [], []
 
     # (layer, state, log10 norms [window, lag]).
-    series = [(layer, "h", censored_log10(result["h"][layer])) for layer in range(model.num_layers)]
-    if arch == "lstm":
-        series += [(layer, "c", censored_log10(result["c"][layer])) for layer in range(model.num_layers)]
+    series = [(layer, state, censored_log10(result[state][layer]))
+              for state in model.spec.states for layer in range(model.num_layers)]
     series.append((0, "x", censored_log10(result["x"])))
     if "jacobian" in result:
         series += [(layer, "jacobian", result["jacobian"][layer]) for layer in range(model.num_layers)]

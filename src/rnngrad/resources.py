@@ -24,8 +24,7 @@ import json
 import math
 from pathlib import Path
 
-from rnngrad import tasks
-from rnngrad.grid import GATES
+from rnngrad import archs, tasks
 
 BYTES = 4  # float32 (training)
 BYTES_PROBE = 8  # float64 (probe)
@@ -45,13 +44,12 @@ PROBE_STEP_S = 3.5e-5                          # per unrolled step, layer and (1
 PROBE_ELEMENT_S = 1.2e-8                       # per window, step, layer and gate unit: elementwise ops
 PROBE_CHECKPOINT_S = 0.1                       # per checkpoint: load it, summarise, write the tables
 JACOBIAN_S = 8e-9                              # per window-step Jacobian, x S^2.5 (S = H, LSTM: 2H)
-JACOBIAN_COST = {"gru": 1.5, "lstm": 1.2}      # x JACOBIAN_S: more gate terms (1 for one-gate RNNs)
+# x JACOBIAN_S: an arch's jacobian_cost (more gate terms; 1 for one-gate RNNs)
 PROBE_CHUNK = 128                              # windows unrolled at once (rnngrad.probe.probe_model)
 JACOBIAN_CHUNK = 4                             # windows of Jacobians at once (probe._probe_jacobians)
 PROBE_TENSORS = 10                             # float64 (chunk, H) tensors per step, layer and (gate + 1)
 # S x S float64 tensors per window-step while the Jacobians of JACOBIAN_CHUNK windows are
-# formed (the Jacobians, their gate terms, running products), measured.
-JACOBIAN_TENSORS = {"lstm": 3.5, "gru": 6.5}   # 2.5 for one-gate RNNs
+# formed (the Jacobians, their gate terms, running products), measured: an arch's jacobian_tensors.
 EVAL_BATCH_SIZE = 10                           # columns of an evaluation (rnngrad.training.EVAL_BATCH_SIZE)
 STARTUP_S = 1.5                                # the job's script: Python, torch, token arrays
 SAFETY = 1.4                                   # the script's time estimate is multiplied by this
@@ -83,19 +81,21 @@ def gpus(device: str) -> int:
     return 1 if device == "cuda" else 0
 
 
-# H x H matrices per recurrent layer where it is not W_ih and W_hh per gate: the IndRNN
-# has W_ih only (u is a vector), the LRU B and C (real and imaginary parts) and the GLU's two.
-SQUARE_MATRICES = {"indrnn": 1, "lru": 6}
+def _gates(arch: str) -> int:
+    return len(archs.get(arch).gates)
 
 
 def _square_matrices(arch: str) -> int:
-    return SQUARE_MATRICES.get(arch, 2 * len(GATES[arch]))
+    """H x H matrices per recurrent layer: the arch's square_matrices, by default W_ih and W_hh per gate."""
+    declared = archs.get(arch).square_matrices
+    return 2 * _gates(arch) if declared is None else declared
 
 
 def parameter_count(arch: str, hidden_size: int, num_layers: int, vocab_size: int) -> int:
     """Parameters of rnngrad.model.RNNModel (embedding and input width = hidden size)."""
-    # Vectors per layer: two biases per gate; IndRNN: b and u; LRU: LayerNorm (2), nu, theta, gamma, D, GLU biases (2).
-    vectors = {"indrnn": 2, "lru": 8}.get(arch, 2 * len(GATES[arch]))
+    # Vectors per layer: the arch's, by default two biases per gate.
+    declared = archs.get(arch).vectors
+    vectors = 2 * _gates(arch) if declared is None else declared
     recurrent = num_layers * (_square_matrices(arch) * hidden_size * hidden_size + vectors * hidden_size)
     return vocab_size * hidden_size + recurrent + hidden_size * vocab_size + vocab_size
 
@@ -150,7 +150,7 @@ def training_seconds(cell: dict, training: dict, stats: dict, threads: int = 1) 
     forwards = math.ceil(evaluated / (EVAL_BATCH_SIZE * bptt))
     evaluation = evaluated * per_token / 3 + forwards * bptt * layers * STEP_OVERHEAD_S[kind] / 4
     spectral_calls = math.ceil(steps / training.get("spectral_every", 50))
-    spectral = spectral_calls * SPECTRAL_S * len(GATES[cell["arch"]]) * layers * hidden ** 3
+    spectral = spectral_calls * SPECTRAL_S * _gates(cell["arch"]) * layers * hidden ** 3
     return STARTUP_S + train + evaluation + spectral
 
 
@@ -191,14 +191,14 @@ def training_script_mb(cell: dict, training: dict, stats: dict, optimizer_states
     params = parameter_count(cell["arch"], hidden, layers, vocab)
     weights = params * BYTES * (3 + optimizer_states)
     positions = cell["bptt"] * max(cell["batch_size"], 1)
-    activations = positions * (layers * (len(GATES[cell["arch"]]) + 2) * hidden + 3 * vocab) * BYTES * 2
+    activations = positions * (layers * (_gates(cell["arch"]) + 2) * hidden + 3 * vocab) * BYTES * 2
     tokens = sum(stats["n_tokens"].values()) * 8 * 2  # int64 ids, plus a copy while batching
     return BASE_MEM_MB[kind] + (weights + activations + tokens) / 2**20
 
 
 def _state_size(arch: str, hidden: int) -> int:
-    """Rows of a per-step Jacobian: the hidden state, with the cell state for an LSTM."""
-    return 2 * hidden if arch == "lstm" else hidden
+    """Rows of a per-step Jacobian: every named state of the arch (the LSTM's h and c)."""
+    return len(archs.get(arch).states) * hidden
 
 
 def probe_seconds(cell: dict, probe: dict, training: dict, stats: dict, threads: int = 1) -> float:
@@ -213,7 +213,7 @@ def probe_seconds(cell: dict, probe: dict, training: dict, stats: dict, threads:
     whatever `training.device` says.
     """
     arch, hidden, layers = cell["arch"], cell["hidden_size"], cell["num_layers"]
-    gates = len(GATES[arch])
+    gates = _gates(arch)
     checkpoints = len(training.get("checkpoints", [0.0, 1.0]))
     length = probe["burn_in"] + probe["max_lag"] + 1
     speedup = max(1, threads) ** 0.5
@@ -223,7 +223,7 @@ def probe_seconds(cell: dict, probe: dict, training: dict, stats: dict, threads:
     unroll = probe["windows"] * length * per_window_step + chunks * length * layers * (1 + gates) * PROBE_STEP_S
     jacobian_windows = min(probe.get("jacobian_windows", 0), PROBE_CHUNK, probe["windows"])
     jacobians = jacobian_windows * (probe["max_lag"] + 1) * layers
-    jacobian = jacobians * JACOBIAN_S * JACOBIAN_COST.get(arch, 1.0) * _state_size(arch, hidden) ** 2.5 / speedup
+    jacobian = jacobians * JACOBIAN_S * archs.get(arch).jacobian_cost * _state_size(arch, hidden) ** 2.5 / speedup
     return STARTUP_S + checkpoints * (PROBE_CHECKPOINT_S + unroll + jacobian)
 
 
@@ -247,7 +247,7 @@ def probe_script_mb(cell: dict, probe: dict, training: dict, stats: dict) -> flo
     split's tokens, and the runtime's resident size.
     """
     arch, hidden, layers, vocab = cell["arch"], cell["hidden_size"], cell["num_layers"], stats["vocab_size"]
-    gates = len(GATES[arch])
+    gates = _gates(arch)
     params = parameter_count(arch, hidden, layers, vocab)
     length = probe["burn_in"] + probe["max_lag"] + 1
     chunk = min(probe["windows"], PROBE_CHUNK)
@@ -255,7 +255,7 @@ def probe_script_mb(cell: dict, probe: dict, training: dict, stats: dict) -> flo
     logits = chunk * vocab * BYTES_PROBE * 3
     jacobian_windows = min(probe.get("jacobian_windows", 0), JACOBIAN_CHUNK)
     jacobians = jacobian_windows * (probe["max_lag"] + 1) * _state_size(arch, hidden) ** 2 * BYTES_PROBE \
-        * JACOBIAN_TENSORS.get(arch, 2.5)
+        * archs.get(arch).jacobian_tensors
     tokens = stats["n_tokens"][probe.get("split", "valid")] * 8
     return BASE_MEM_MB["cpu"] + (params * BYTES_PROBE * 3 + graph + logits + jacobians + tokens) / 2**20
 

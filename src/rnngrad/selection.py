@@ -23,11 +23,12 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from rnngrad.grid import ALL_ARCHS, GRID_KEYS, TASK_KEYS, format_value, parse_run_path
+from rnngrad import archs
+from rnngrad.grid import TASK_KEYS, format_value, grid_keys, parse_run_path
 
 STAGES = ("init", "trained")
 # Reference value per axis when a figure compares archs only (closest value wins).
-PREFERRED = {"init_scale": 1.0, "forget_bias": 1.0, "init": "orthogonal", "optimizer": "sgd"}
+PREFERRED = {"init_scale": 1.0, "init": "orthogonal", "optimizer": "sgd"}
 
 
 # ---------------------------------------------------------------------------- grid cells
@@ -38,17 +39,17 @@ def run_index(*frames: pd.DataFrame | None) -> pd.DataFrame:
     runs = sorted({run for frame in frames if frame is not None and "run" in frame for run in frame["run"]})
     # object dtype keeps None (no clipping) and 'na' (no forget gate) as they are
     index = pd.DataFrame([parse_run_path(run) for run in runs], index=pd.Index(runs, name="run"), dtype=object)
-    return index if len(index) else pd.DataFrame(columns=list(GRID_KEYS), index=pd.Index([], name="run"))
+    return index if len(index) else pd.DataFrame(columns=list(grid_keys()), index=pd.Index([], name="run"))
 
 
 def keys_of(index: pd.DataFrame) -> list[str]:
-    """The cell keys an index has: task and T (task runs), then GRID_KEYS."""
-    return [k for k in TASK_KEYS + GRID_KEYS if k in index.columns]
+    """The cell keys an index has: task and T (task runs), then the grid keys."""
+    return [k for k in TASK_KEYS + grid_keys() if k in index.columns]
 
 
 def with_cells(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with its grid columns replaced by the values parsed from its run paths."""
-    return frame.drop(columns=[k for k in TASK_KEYS + GRID_KEYS if k in frame]).join(run_index(frame), on="run")
+    return frame.drop(columns=[k for k in TASK_KEYS + grid_keys() if k in frame]).join(run_index(frame), on="run")
 
 
 def varying_axes(index: pd.DataFrame) -> list[str]:
@@ -89,10 +90,10 @@ def value_sort_key(value):
 
 
 def axis_values(index: pd.DataFrame, key: str) -> list:
-    """The distinct values of one axis in display order (archs in ALL_ARCHS order)."""
+    """The distinct values of one axis in display order (archs in the registry's order)."""
     values = list(dict.fromkeys(index[key]))
     if key == "arch":
-        return [a for a in ALL_ARCHS if a in values]
+        return [a for a in archs.names() if a in values]
     return sorted(values, key=value_sort_key)
 
 
@@ -100,7 +101,7 @@ def sorted_cells(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Rows in arch order (vanilla first), then by each grid axis, numbers numerically."""
     if table.empty:
         return table
-    order = {arch: i for i, arch in enumerate(ALL_ARCHS)}
+    order = {arch: i for i, arch in enumerate(archs.names())}
 
     def row_key(i):
         row = table.iloc[i]
@@ -176,8 +177,9 @@ def _choose(values: pd.Series, key: str):
     distinct = list(dict.fromkeys(values))
     if len(distinct) == 1:
         return distinct[0]
-    if key in PREFERRED:
-        return min(distinct, key=lambda v: (_distance(v, PREFERRED[key]), format_value(v)))
+    preferred = {**PREFERRED, **archs.reference_values()}
+    if key in preferred:
+        return min(distinct, key=lambda v: (_distance(v, preferred[key]), format_value(v)))
     if key == "clip":  # prefer clipping on, the usual setting
         clipped = [v for v in distinct if v is not None]
         distinct = clipped or distinct

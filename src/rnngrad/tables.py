@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rnngrad.grid import GRID_KEYS, TASK_KEYS, format_value
+from rnngrad.grid import TASK_KEYS, format_value, grid_keys
 from rnngrad.io import write_csv, write_text
 from rnngrad.selection import (
     STAGES,
@@ -214,7 +214,7 @@ def _mean_sd(mean, sd, digits: int) -> str:
 def _display_keys(table: pd.DataFrame) -> dict:
     names = {"arch": "arch", "hidden_size": "hidden", "num_layers": "layers", "init_scale": "init scale",
              "forget_bias": "forget bias", "batch_size": "batch"}
-    return {names.get(k, k): table[k].map(_label) for k in TASK_KEYS + GRID_KEYS if k in table}
+    return {names.get(k, k): table[k].map(_label) for k in TASK_KEYS + grid_keys() if k in table}
 
 
 def _label(value) -> str:

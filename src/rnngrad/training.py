@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from rnngrad import tasks
-from rnngrad.grid import GRID_KEYS, cell_keys, run_path
+from rnngrad.grid import cell_keys, grid_keys, run_path
 from rnngrad.io import atomic_path, write_csv, write_json
 from rnngrad.job_keys import RESULT_KEYS
 from rnngrad.model import RNNModel, build_model, save_checkpoint, spectral_stats
@@ -243,7 +243,7 @@ class Trainer:
         self.bptt = cell["bptt"]
         self.sum_over_time = training.get("loss_reduction", "mean") == "sum_over_time"
         self.hparams = {
-            **{key: cell[key] for key in GRID_KEYS}, "vocab_size": vocab_size, "corpus": corpus,
+            **{key: cell[key] for key in grid_keys()}, "vocab_size": vocab_size, "corpus": corpus,
             "level": level, **{key: training.get(key) for key in RESULT_KEYS["training"]},
         }
         self.train_data = batchify(train_ids, self.batch_size).to(self.device)

@@ -1,5 +1,6 @@
 # Validated config, paths and the grid of runs shared by all rule files.
 
+from rnngrad import archs
 from rnngrad.config import run_kind, validate_config
 from rnngrad.figures import FIGURES, code_files, figures_for
 from rnngrad.grid import expand_grid, run_path
@@ -11,6 +12,8 @@ from rnngrad.tasks import settings_for
 _validated = validate_config(config)
 config.clear()
 config.update(_validated)
+# Jobs (their own processes, local or on a cluster node) register the config's own archs on import.
+os.environ[archs.ARCH_FILES_ENV] = os.pathsep.join(str(archs.arch_file(name)) for name in archs.user_names())
 
 DATA = config["data_dir"]
 RESULTS = config["results_dir"]
@@ -43,6 +46,16 @@ def package_file(name):
 def script_code(script):
     """Every package module that workflow/scripts/`script` executes (rnngrad.job_code), as inputs."""
     return [package_file(name) for name in job_code(os.path.join(workflow.basedir, "workflow", "scripts", script))]
+
+
+def run_code(script):
+    """script_code, and the file of the run's arch: editing one arch's file reruns only its runs."""
+    shared = script_code(script)
+
+    def code(wildcards):
+        return shared + [os.path.relpath(archs.arch_file(CELLS[wildcards.run]["arch"]))]
+
+    return code
 
 
 def get_cell(wildcards):

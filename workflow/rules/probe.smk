@@ -14,7 +14,7 @@ rule probe_gradients:
         **({} if TASK_RUN else {"tokens": f"{TOKENS}/{config['probe']['split']}.npy"}),
         checkpoints=f"{RUN}/checkpoints",
         summary=f"{RUN}/summary.json",
-        code=script_code("probe_gradients.py"),
+        code=run_code("probe_gradients.py"),
     output:
         curves=f"{RUN}/probe/gradient_curves.csv",
         summary=f"{RUN}/probe/gradient_summary.csv",

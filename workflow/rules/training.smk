@@ -13,7 +13,7 @@ localrules:
 rule train_model:
     input:
         **token_files(TOKENS),
-        code=script_code("train_model.py"),
+        code=run_code("train_model.py"),
     output:
         **({"evaluations": f"{RUN}/evaluations.csv"} if TASK_RUN else {}),  # test metrics per checkpoint
         summary=f"{RUN}/summary.json",

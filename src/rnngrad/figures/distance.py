@@ -19,11 +19,14 @@ import pandas as pd
 from matplotlib import colors as mcolors
 from matplotlib.lines import Line2D
 
+from rnngrad import archs as registry
 from rnngrad.figures.registry import category
 from rnngrad.figures.style import (
     ARCH_COLOURS,
     ARCH_LABELS,
+    ARCH_LINESTYLES,
     CELL_STATE_COLOUR,
+    KEY_LABELS,
     NOT_IN_GRID,
     REGIME_CMAP,
     STAGE_TITLES,
@@ -39,7 +42,7 @@ from rnngrad.figures.style import (
     slice_note,
     text_colour,
 )
-from rnngrad.grid import BOUNDED_ARCHS, format_value
+from rnngrad.grid import format_value
 from rnngrad.selection import (
     STAGES,
     at_stage,
@@ -117,9 +120,9 @@ def gradient_vs_distance(gradient_curves, gradient_summary, runs):
             if rows.empty:
                 continue
             curve = band(rows)
-            draw_curve(ax, curve, ARCH_COLOURS[arch], ARCH_LABELS[arch])
+            draw_curve(ax, curve, ARCH_COLOURS[arch], ARCH_LABELS[arch], linestyle=ARCH_LINESTYLES[arch])
             drawn += [curve["median"], curve["low"], curve["high"]]
-            if arch in BOUNDED_ARCHS:
+            if arch in registry.bounded():
                 bound = at_stage(numeric(summary[summary["run"].isin(ids)], ["bound_rate"]), stage, diverged)
                 rate = bound["bound_rate"].median()
                 if np.isfinite(rate):
@@ -136,7 +139,7 @@ def gradient_vs_distance(gradient_curves, gradient_summary, runs):
         if stage == "trained" and n_div:
             note(ax, f"{n_div} diverged run(s) left out", where="corner")
     bound_handle = Line2D([], [], color="0.3", linestyle="--", linewidth=0.9, label=r"bound $(\gamma\lambda_1)^k$")
-    handles = arch_handles(present, [bound_handle] if any(a in BOUNDED_ARCHS for a in present) else [])
+    handles = arch_handles(present, [bound_handle] if any(a in registry.bounded() for a in present) else [])
     fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 5))
     footer(fig, join_notes("line: median over seeds of the median over windows", BAND, slice_note(chosen_all)))
     return fig
@@ -144,8 +147,13 @@ def gradient_vs_distance(gradient_curves, gradient_summary, runs):
 
 @figure(("gradient_curves", "runs"), "LSTM cell state")
 def lstm_cell_state(gradient_curves, runs):
-    """LSTM: ||dL_T/dh_{T-k}|| and ||dL_T/dc_{T-k}||, each over its own lag 0, per forget-gate bias."""
-    lstm = gradient_curves[(gradient_curves["arch"] == "lstm") & gradient_curves["state"].isin(["h", "c"])] \
+    """The first arch in the grid with a cell state c (the LSTM): ||dL_T/dh_{T-k}|| and ||dL_T/dc_{T-k}||,
+    each over its own lag 0, per value of its own first hyperparameter (the LSTM's forget-gate bias)."""
+    with_cell = registry.with_state("c")
+    present = [a for a in with_cell if not gradient_curves.empty and a in set(gradient_curves["arch"])]
+    arch = (present or with_cell or ["lstm"])[0]
+    spec, label = registry.get(arch), ARCH_LABELS[arch]
+    lstm = gradient_curves[(gradient_curves["arch"] == arch) & gradient_curves["state"].isin(["h", "c"])] \
         if not gradient_curves.empty else gradient_curves
     lstm = top_layer(lstm)
     index = run_index(lstm)
@@ -154,18 +162,19 @@ def lstm_cell_state(gradient_curves, runs):
     if index.empty:
         for ax, stage in zip(axes[0], STAGES):
             ax.set_title(STAGE_TITLES[stage])
-            note(ax, f"LSTM {NOT_IN_GRID}")
+            note(ax, f"{label} {NOT_IN_GRID}")
         return fig
-    ids, chosen = reference_runs(index, "lstm", vary=("forget_bias",))
-    biases = sorted(index.loc[ids, "forget_bias"].unique(), key=float)
+    varied = next(iter(spec.hyperparameters), None)
+    ids, chosen = reference_runs(index, arch, vary=(varied,) if varied else ())
+    biases = sorted(index.loc[ids, varied].unique(), key=float) if varied else [None]
     styles = ["-", "--", ":", "-."]
     for ax, stage in zip(axes[0], STAGES):
         title = STAGE_TITLES[stage]
         ax.set_title(title)
         drawn = []
         for i, bias in enumerate(biases):
-            bias_ids = [r for r in ids if index.loc[r, "forget_bias"] == bias]
-            for state, colour in (("h", ARCH_COLOURS["lstm"]), ("c", CELL_STATE_COLOUR)):
+            bias_ids = [r for r in ids if varied is None or index.loc[r, varied] == bias]
+            for state, colour in (("h", ARCH_COLOURS[arch]), ("c", CELL_STATE_COLOUR)):
                 rows = at_stage(lstm[lstm["run"].isin(bias_ids) & (lstm["state"] == state)], stage, diverged)
                 if rows.empty:
                     continue
@@ -173,21 +182,22 @@ def lstm_cell_state(gradient_curves, runs):
                 draw_curve(ax, curve, colour, None, linestyle=styles[i % len(styles)], fill=len(biases) == 1)
                 drawn += [curve["median"]] + ([curve["low"], curve["high"]] if len(biases) == 1 else [])
         if not drawn:
-            note(ax, f"no LSTM curves {title.lower()}")
+            note(ax, f"no {label} curves {title.lower()}")
             continue
         limits(ax, drawn)
         powers_of_ten(ax)
         ax.set_xlabel("lag k (time steps)")
         ax.set_ylabel("norm at lag k / norm at lag 0")
     ratio = r"$\|\partial L_T/\partial {0}_{{T-k}}\| \,/\, \|\partial L_T/\partial {0}_T\|$"
-    handles = [Line2D([], [], color=ARCH_COLOURS["lstm"], label="hidden state: " + ratio.format("h")),
+    handles = [Line2D([], [], color=ARCH_COLOURS[arch], label="hidden state: " + ratio.format("h")),
                Line2D([], [], color=CELL_STATE_COLOUR, label="cell state (total derivative): " + ratio.format("c"))]
-    handles += [Line2D([], [], color="0.3", linestyle=styles[i % len(styles)], label=f"forget bias {format_value(b)}")
-                for i, b in enumerate(biases)]
+    handles += [Line2D([], [], color="0.3", linestyle=styles[i % len(styles)],
+                       label=f"{KEY_LABELS[varied]} {format_value(b)}") for i, b in enumerate(biases) if varied]
     fig.legend(handles=handles, loc="outside upper center", ncol=2 if len(handles) > 3 else len(handles))
-    single = f"one forget bias ({format_value(biases[0])}) in this grid; {BAND}" if len(biases) == 1 else ""
+    single = (f"one {KEY_LABELS[varied]} ({format_value(biases[0])}) in this grid; {BAND}" if varied else BAND) \
+        if len(biases) == 1 else ""
     footer(fig, join_notes("lines: median over seeds of the median over windows", single,
-                           slice_note({"lstm": chosen})))
+                           slice_note({arch: chosen})))
     return fig
 
 
@@ -242,7 +252,9 @@ def init_scale_effect(gradient_curves, gradient_summary, runs):
     rows_h = curves(gradient_curves)
     summary = numeric(top_layer_state(gradient_summary, "h"), ["bound_rate"])
     index = run_index(rows_h)
-    vanilla = [a for a in ("rnn_tanh", "rnn_sigmoid", "rnn_relu") if a in set(index.get("arch", []))]
+    # the vanilla RNNs whose W_hh init_scale scales (not the IRNN's fixed identity)
+    vanilla = [a for a in registry.in_family("vanilla") if "init" not in registry.get(a).fixed
+               and a in set(index.get("arch", []))]
     diverged = diverged_runs(runs)
     fig, axes = new_figure(max(len(vanilla), 1), 2, height=2.1, sharex=True)
     if not vanilla:

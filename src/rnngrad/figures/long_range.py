@@ -15,6 +15,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 from rnngrad.figures.registry import category
 from rnngrad.figures.style import (
     ARCH_COLOURS,
+    ARCH_LINESTYLES,
     COLUMN_WIDTH,
     NOT_IN_GRID,
     arch_handles,
@@ -175,7 +176,7 @@ def task_learning_curves(task_evaluations, runs):
                 arch = info.loc[run, "arch"]
                 group = group.sort_values("step")
                 ax.plot(group["step"], _positive(group["test_loss"]), color=ARCH_COLOURS[arch], linewidth=1.0,
-                        alpha=0.85)
+                        linestyle=ARCH_LINESTYLES[arch], alpha=0.85)
             if not rows.empty:
                 ax.axhline(rows["baseline"].iloc[0], color="0.3", linestyle="--", linewidth=0.8)
             if task == "adding":

@@ -1,8 +1,9 @@
 """The look shared by every figure: colours, labels, sizes, axes helpers and notes.
 
 Conventions:
-- one colour per arch everywhere (Okabe-Ito, colour-blind safe), in `ARCH_COLOURS`; a new
-  architecture needs its colour and label here and nothing else;
+- one line style per arch everywhere, the colour and label its file declares
+  (rnngrad.archs; colour-blind safe: rnngrad.archs.palette), read through `ARCH_COLOURS`,
+  `ARCH_LINESTYLES` and `ARCH_LABELS`;
 - gradient curves are log10 values drawn on a linear axis labelled in powers of ten,
   so a censored value (underflow, NaN in the tables) is a gap, never log(0);
 - when a grid holds several values of an axis a figure does not compare, the figure
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Mapping
 
 import matplotlib
 
@@ -25,31 +27,54 @@ from matplotlib import colors as mcolors  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from rnngrad.grid import ALL_ARCHS, format_value  # noqa: E402
+from rnngrad import archs as registry  # noqa: E402
+from rnngrad.grid import format_value  # noqa: E402
 
-# Okabe & Ito (2008): warm colours for the vanilla RNNs, cool ones for the gated, and the
-# palette's last three (sky blue, yellow, and the grey that usually completes it) for the
-# later remedies.
-ARCH_COLOURS = {
-    "rnn_tanh": "#D55E00",     # vermillion
-    "rnn_sigmoid": "#CC79A7",  # reddish purple
-    "rnn_relu": "#E69F00",     # orange
-    "irnn": "#000000",         # black
-    "lstm": "#0072B2",         # blue
-    "gru": "#009E73",          # bluish green
-    "orthogonal_rnn": "#56B4E9",  # sky blue
-    "indrnn": "#999999",       # grey
-    "lru": "#F0E442",          # yellow
-}
+
+class _ArchAttribute(Mapping):
+    """{arch: an attribute its file declares}, read from the registry when asked (a user's arch
+    registers after this module loads)."""
+
+    def __init__(self, attribute: str):
+        self.attribute = attribute
+
+    def __getitem__(self, name):
+        return getattr(registry.get(name), self.attribute)
+
+    def __iter__(self):
+        return iter(registry.names())
+
+    def __len__(self):
+        return len(registry.names())
+
+
+class _KeyLabels(Mapping):
+    """Axis and note labels of the grid keys, an arch's own hyperparameters' from its file."""
+
+    SHARED = {"arch": "arch", "hidden_size": "hidden size", "num_layers": "layers", "init": "W_hh init",
+              "init_scale": "init scale", "lr": "lr", "optimizer": "optimizer", "clip": "clip", "bptt": "bptt",
+              "batch_size": "batch", "epochs": "epochs", "seed": "seed", "task": "task", "T": "T"}
+
+    def _all(self) -> dict:
+        own = {key: spec.get("label", key)
+               for arch in registry.all_archs() for key, spec in arch.hyperparameters.items()}
+        return {**self.SHARED, **own}
+
+    def __getitem__(self, key):
+        return self._all()[key]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self):
+        return len(self._all())
+
+
+ARCH_COLOURS = _ArchAttribute("colour")
+ARCH_LINESTYLES = _ArchAttribute("linestyle")
+ARCH_LABELS = _ArchAttribute("label")
 CELL_STATE_COLOUR = "#56B4E9"  # sky blue: the LSTM's cell state c beside its h (blue), a figure of the LSTM alone
-ARCH_LABELS = {"rnn_tanh": "tanh RNN", "rnn_sigmoid": "sigmoid RNN", "rnn_relu": "ReLU RNN",
-               "irnn": "IRNN", "lstm": "LSTM", "gru": "GRU", "orthogonal_rnn": "orthogonal RNN",
-               "indrnn": "IndRNN", "lru": "LRU"}
-KEY_LABELS = {"arch": "arch", "hidden_size": "hidden size", "num_layers": "layers", "init": "W_hh init",
-              "init_scale": "init scale", "forget_bias": "forget bias", "indrnn_bound": "IndRNN bound",
-              "lru_r_min": "LRU r_min", "lru_r_max": "LRU r_max", "lr": "lr",
-              "optimizer": "optimizer", "clip": "clip", "bptt": "bptt", "batch_size": "batch",
-              "epochs": "epochs", "seed": "seed"}
+KEY_LABELS = _KeyLabels()
 STAGE_TITLES = {"init": "At initialisation", "trained": "After training"}
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
 FULL_WIDTH = 7.0    # inches: both columns
@@ -75,9 +100,9 @@ def text_colour(arch: str) -> tuple:
 
 
 def archs(frame: pd.DataFrame) -> list[str]:
-    """The archs present in `frame`, in the order of ALL_ARCHS (vanilla first)."""
+    """The archs present in `frame`, in the registry's order (vanilla first)."""
     present = set(frame["arch"]) if "arch" in frame else set()
-    return [arch for arch in ALL_ARCHS if arch in present]
+    return [arch for arch in registry.names() if arch in present]
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = FULL_WIDTH, height: float = 2.4, **kwargs):
@@ -166,6 +191,6 @@ def limits(ax, values: list) -> None:
 
 
 def arch_handles(archs, extra=()) -> list:
-    """Legend lines, one per arch in its colour, then `extra`."""
-    handles = [Line2D([], [], color=ARCH_COLOURS[a], label=ARCH_LABELS[a]) for a in archs]
+    """Legend lines, one per arch in its colour and line style, then `extra`."""
+    handles = [Line2D([], [], color=ARCH_COLOURS[a], linestyle=ARCH_LINESTYLES[a], label=ARCH_LABELS[a]) for a in archs]
     return handles + list(extra)

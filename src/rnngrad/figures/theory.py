@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from rnngrad import archs as registry
 from rnngrad.figures.registry import category
 from rnngrad.figures.style import (
     ARCH_COLOURS,
     ARCH_LABELS,
+    ARCH_LINESTYLES,
     COLUMN_WIDTH,
     NOT_IN_GRID,
     STAGE_TITLES,
@@ -25,7 +27,6 @@ from rnngrad.figures.style import (
     note,
     slice_note,
 )
-from rnngrad.grid import BOUNDED_ARCHS, GATED_ARCHS
 from rnngrad.selection import (
     STAGES,
     at_stage,
@@ -48,7 +49,7 @@ def theory_vs_measurement(gradient_summary, runs):
     diverged = diverged_runs(runs)
     fig, axes = new_figure(1, width=COLUMN_WIDTH, height=3.0)
     ax = axes[0, 0]
-    points = summary[summary["arch"].isin(BOUNDED_ARCHS)].dropna(subset=["bound_rate", "slope"]) \
+    points = summary[summary["arch"].isin(registry.bounded())].dropna(subset=["bound_rate", "slope"]) \
         if not summary.empty else summary
     if points.empty:
         note(ax, f"vanilla RNNs and remedies (the bound's archs) {NOT_IN_GRID}")
@@ -81,7 +82,7 @@ def theory_vs_measurement(gradient_summary, runs):
         Line2D([], [], marker="x", color="0.3", linestyle="none", label="diverged run"),
         Line2D([], [], color="0.2", linestyle="--", label="slope = bound rate")])
     ax.legend(handles=handles, loc="lower right", fontsize=6)
-    gated = [ARCH_LABELS[a] for a in archs(summary) if a in GATED_ARCHS]
+    gated = [ARCH_LABELS[a] for a in archs(summary) if a in registry.in_family("gated")]
     if gated:
         footer(fig, f"{', '.join(gated)}: no such bound (gated), not shown")
     return fig
@@ -129,7 +130,8 @@ def temporal_contributions(temporal_contributions, runs):
             shares = pd.concat(per_run).groupby("k")["share"].agg(["median", "min", "max"]).reset_index()
             shares = shares.replace(0.0, np.nan)  # underflowed: not drawn as log(0)
             colour = ARCH_COLOURS[arch]
-            ax.plot(shares["k"], shares["median"], marker="o", markersize=3, color=colour, label=ARCH_LABELS[arch])
+            ax.plot(shares["k"], shares["median"], marker="o", markersize=3, color=colour,
+                    linestyle=ARCH_LINESTYLES[arch], label=ARCH_LABELS[arch])
             ax.fill_between(shares["k"], shares["min"], shares["max"], color=colour, alpha=0.15, linewidth=0)
             drawn.append(shares)
         if not drawn:

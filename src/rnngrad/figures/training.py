@@ -12,6 +12,7 @@ from rnngrad.figures.registry import category
 from rnngrad.figures.style import (
     ARCH_COLOURS,
     ARCH_LABELS,
+    ARCH_LINESTYLES,
     COLUMN_WIDTH,
     NOT_IN_GRID,
     archs,
@@ -104,7 +105,8 @@ def learning_curves(epochs, runs):
         stats = rows.groupby("epoch")["valid_ppl"].agg(["mean", "std", "count"]).reset_index()
         colour = ARCH_COLOURS[arch]
         ax.errorbar(stats["epoch"], stats["mean"], yerr=stats["std"].fillna(0), color=colour, marker="o",
-                    markersize=3, capsize=2, linewidth=1.2, label=f"{ARCH_LABELS[arch]} (n={stats['count'].max()})")
+                    linestyle=ARCH_LINESTYLES[arch], markersize=3, capsize=2, linewidth=1.2,
+                    label=f"{ARCH_LABELS[arch]} (n={stats['count'].max()})")
         drawn = True
     if not drawn:
         note(ax, f"no validation perplexities {NOT_IN_GRID}")
