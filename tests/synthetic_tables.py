@@ -66,7 +66,7 @@ def _init_slope(cell: dict, sigma: float) -> float:
         return -0.09 if float(cell["forget_bias"]) >= 1 else -0.22
     if arch in GATED_INIT:
         return GATED_INIT[arch]
-    return math.log10(GAMMA.get(arch, 1.0) * sigma) + INIT_OFFSET[arch]
+    return math.log10(GAMMA.get(arch, 1.0) * sigma) + INIT_OFFSET.get(arch, -0.1)  # any other arch: a vanilla's
 
 
 def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
@@ -108,7 +108,7 @@ def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
                 row[f"sigma_max_l{layer}"] = scale * (1 + 0.3 * growth) if spectral else np.nan
                 row[f"spectral_radius_l{layer}"] = scale * (1 + 0.2 * growth) if spectral else np.nan
             rows["training_steps"].append(row)
-        final_ppl = PPL[arch] * (1 + 0.2 * abs(math.log(scale))) * (1 + rng.normal(0, 0.02))
+        final_ppl = PPL.get(arch, 200) * (1 + 0.2 * abs(math.log(scale))) * (1 + rng.normal(0, 0.02))
         for epoch in range(1, cell["epochs"] + 1):
             failed = diverged and epoch * steps / cell["epochs"] > diverged_step
             valid = np.nan if failed else final_ppl * (1 + 0.8 / epoch)
@@ -135,7 +135,7 @@ def make_tables(grid: dict | None = None, max_lag: int = 30, steps: int = 200,
             for layer in range(cell["num_layers"]):
                 sigma = scale * (1 + 0.3 * (0.0 if arch in REMEDY_SIGMA else progress))
                 init = _init_slope(cell, scale)
-                slope = init + progress * (TRAINED[arch] - init) + seed_noise
+                slope = init + progress * (TRAINED.get(arch, -0.2) - init) + seed_noise
                 gamma = GAMMA.get(arch, 1.0 if bounded else None)
                 bound_rate = math.log10(gamma * sigma) if bounded else np.nan
                 if bounded:  # the bound holds: measured slope never exceeds it

@@ -28,6 +28,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def token_dir(tmp_path):
+    return write_tokens(tmp_path)
+
+
+def write_tokens(tmp_path):
     """A tiny corpus with structure to learn: a noisy cycle through the vocabulary."""
     directory = tmp_path / "tokens"
     directory.mkdir()
