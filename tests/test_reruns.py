@@ -20,6 +20,7 @@ import pytest
 import yaml
 from conftest import ROOT, job_counts, run_snakemake, tiny_grid
 
+from rnngrad import archs
 from rnngrad.figures import FIGURES, figures_for
 from rnngrad.grid import expand_grid, run_path
 from rnngrad.job_code import imported_modules, job_code
@@ -107,6 +108,7 @@ def test_a_finished_grid_moved_with_its_checkout_has_nothing_to_do(grid, tmp_pat
 
 
 def test_code_inputs_are_every_module_a_job_executes_named_relative_to_the_work_dir(grid):
+    """The shared modules a job's script imports, and for a training or probe job its own arch's file only."""
     _, stdout = dry_run(grid, "--forceall")
     for rule, script in (("train_model", "train_model.py"), ("probe_gradients", "probe_gradients.py"),
                          ("collect_runs", "collect_runs.py"), ("make_tables", "make_tables.py")):
@@ -117,12 +119,18 @@ def test_code_inputs_are_every_module_a_job_executes_named_relative_to_the_work_
             inputs = re.search(r"^\s*input: (.*)$", block, re.MULTILINE).group(1).split(", ")
             code = {path for path in inputs if "rnngrad" in path}
             assert all(not os.path.isabs(path) for path in code), code
-            assert {path.split("src/rnngrad/")[1] for path in code} == set(job_code(SCRIPTS / script)), rule
+            expected = set(job_code(SCRIPTS / script))
+            if rule in ("train_model", "probe_gradients"):
+                arch = re.search(r"wildcards: run=arch~([^/]+)/", block).group(1)
+                expected.add(f"archs/{arch}.py")
+            assert {path.split("src/rnngrad/")[1] for path in code} == expected, rule
 
 
 @pytest.mark.parametrize("script", sorted(path.name for path in (ROOT / "workflow" / "scripts").glob("*.py")))
 def test_job_code_is_what_importing_the_script_loads(script):
-    """The static import closure against what a fresh interpreter actually loads."""
+    """The static import closure against what a fresh interpreter actually loads: the same, but for the
+    registry's arch files, which the registry loads by listing its directory (a job's code input
+    names its own arch's file only)."""
     entries = sorted(imported_modules(SCRIPTS / script))
     code = f"import sys; import {', '.join(entries)}; print(sorted(m for m in sys.modules if m.startswith('rnngrad')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -132,7 +140,11 @@ def test_job_code_is_what_importing_the_script_loads(script):
         path = ROOT / "src" / Path(*module.split("."))
         files.add((path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).relative_to(
             ROOT / "src" / "rnngrad").as_posix())
-    assert set(job_code(SCRIPTS / script)) == files
+    arch_files = {f"archs/{name}.py" for name in archs.BUILT_IN_ORDER}
+    code = set(job_code(SCRIPTS / script))
+    assert not code & arch_files
+    assert code == files - arch_files
+    assert files & arch_files in (set(), arch_files)  # the registry loads every built-in arch, or none
 
 
 @pytest.mark.parametrize("section,key,value", [
@@ -198,3 +210,61 @@ def test_the_damaged_checkpoint_advice_retrains_exactly_that_run(grid):
     assert jobs == {"train_model": 1, "probe_gradients": 1, "collect_runs": 1, "collect_curves": 1,
                     "make_tables": 1, "plot_figure": len(CORPUS_FIGURES), **TARGETS}
     assert scheduled_runs(stdout, "train_model") == {run}
+
+
+def edited(module: Path, text: str):
+    """Write `text` to `module` with a modification time after every output, and give a restorer."""
+    original, stat = module.read_text(), module.stat()
+    module.write_text(text)
+    os.utime(module, (stat.st_atime, time.time() + 3600))
+
+    def restore():
+        module.write_text(original)
+        os.utime(module, (stat.st_atime, stat.st_mtime))
+
+    return restore
+
+
+def test_editing_one_arch_file_reruns_only_that_archs_runs_and_what_follows(grid):
+    snakefile = grid[0]
+    module = snakefile.parent / "src" / "rnngrad" / "archs" / "lstm.py"
+    restore = edited(module, module.read_text().replace('"""LSTM (Hochreiter', '"""The LSTM (Hochreiter'))
+    try:
+        jobs, stdout = dry_run(grid)
+    finally:
+        restore()
+    lstm = {run_path(cell) for cell in cells(grid) if cell["arch"] == "lstm"}
+    assert lstm and scheduled_runs(stdout, "train_model") == scheduled_runs(stdout, "probe_gradients") == lstm
+    assert jobs == {"train_model": len(lstm), "probe_gradients": len(lstm), "collect_runs": 1, "collect_curves": 1,
+                    "make_tables": 1, "plot_figure": len(CORPUS_FIGURES), **TARGETS}
+
+
+def test_adding_an_arch_or_a_hyperparameter_of_one_renames_and_retrains_nothing(grid):
+    """A new arch file in the package, and a new hyperparameter of the LSTM (its default the LSTM as it
+    was): no run's path changes, and nothing but the edited arch's own runs (its file is their code) reruns."""
+    snakefile, work, config = grid
+    package = snakefile.parent / "src" / "rnngrad" / "archs"
+    new_arch = package / "leaky_rnn.py"
+    shutil.copy2(ROOT / "examples" / "leaky_rnn.py", new_arch)
+    lstm = package / "lstm.py"
+    restore = edited(lstm, lstm.read_text().replace(
+        '    hyperparameters = {\n', '    hyperparameters = {\n        "lstm_peepholes": {"type": "number", '
+        '"default": 0.0, "description": "a new one, off by default"},\n'))
+    try:
+        code = "from rnngrad import archs; print(archs.names(), archs.get('lstm').hyperparameters)"
+        listing = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "PYTHONPATH": str(snakefile.parent / "src")})
+        assert "leaky_rnn" in listing.stdout and "lstm_peepholes" in listing.stdout
+        new_config = copy.deepcopy(config)
+        new_config["grid"]["arch"] = [*config["grid"]["arch"], "leaky_rnn"]
+        new_config["exclude"] = [{"arch": "leaky_rnn"}]  # in the registry and the schema, not trained here
+        _, stdout = dry_run(grid, config=new_config)
+        os.utime(lstm, (lstm.stat().st_atime, lstm.stat().st_mtime - 7200))  # the same edit, older than the outputs
+        untouched, _ = dry_run(grid, config=new_config)
+    finally:
+        restore()
+        new_arch.unlink()
+    lstm_runs = {run_path(cell) for cell in cells(grid) if cell["arch"] == "lstm"}
+    assert scheduled_runs(stdout, "train_model") == lstm_runs  # on the code trigger: their arch's file changed
+    # Only the effective config is rewritten (it lists the new arch and key): no training, probe or figure.
+    assert untouched == {"write_config": 1, **TARGETS}, "the new arch and hyperparameter rename and rerun nothing"

@@ -152,13 +152,29 @@ def parse_run_path(path: str) -> dict:
         key, sep, text = part.partition("~")
         if sep and key in keys:
             parsed[key] = parse_value(text)
-    if "arch" not in parsed:
-        raise ValueError(f"run path {path!r} lacks ['arch']")
-    arch = archs.get(parsed["arch"])
-    optional = set(arch_keys()) | set(arch.fixed) | (set(CORPUS_ONLY_GRID_KEYS) if "task" in parsed else set())
-    missing = [key for key in cell_keys(parsed) if key not in parsed and key not in optional]
+    try:
+        return complete_cell(parsed)
+    except ValueError as error:
+        raise ValueError(f"run path {path!r} {error}") from None
+
+
+def path_cell(cell: dict) -> dict:
+    """The keys of a cell that its run path names (path_keys), with their values: what defines the
+    run. A rule's params hold this, so that a new arch or a new hyperparameter of one (keys that
+    are `na` or at their default in every existing cell) changes no existing job's params."""
+    return {key: cell[key] for key in path_keys(cell)}
+
+
+def complete_cell(values: dict) -> dict:
+    """Inverse of path_cell: the whole cell, with the keys a run path leaves out (an arch's own at
+    their default, `na` elsewhere); ValueError naming a missing key that has no such value."""
+    if "arch" not in values:
+        raise ValueError("lacks ['arch']")
+    arch = archs.get(values["arch"])
+    optional = set(arch_keys()) | set(arch.fixed) | (set(CORPUS_ONLY_GRID_KEYS) if "task" in values else set())
+    missing = [key for key in cell_keys(values) if key not in values and key not in optional]
     if missing:
-        raise ValueError(f"run path {path!r} lacks {missing}")
-    cell = normalise_cell({key: parsed.get(key, NOT_APPLICABLE) for key in cell_keys(parsed)
-                           if key in parsed or key not in arch.hyperparameters})
+        raise ValueError(f"lacks {missing}")
+    cell = normalise_cell({key: values.get(key, NOT_APPLICABLE) for key in cell_keys(values)
+                           if key in values or key not in arch.hyperparameters})
     return {key: cell[key] for key in cell_keys(cell)}

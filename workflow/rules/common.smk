@@ -3,7 +3,7 @@
 from rnngrad import archs
 from rnngrad.config import run_kind, validate_config
 from rnngrad.figures import FIGURES, code_files, figures_for
-from rnngrad.grid import expand_grid, run_path
+from rnngrad.grid import expand_grid, path_cell, run_path
 from rnngrad.job_code import job_code
 from rnngrad.tables import tables_for
 from rnngrad.tasks import settings_for
@@ -59,7 +59,8 @@ def run_code(script):
 
 
 def get_cell(wildcards):
-    return CELLS[wildcards.run]
+    # The keys the run path names (grid.path_cell): a new arch or arch hyperparameter changes no params.
+    return path_cell(CELLS[wildcards.run])
 
 
 def get_task_settings(wildcards):

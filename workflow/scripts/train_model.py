@@ -8,6 +8,7 @@ os.environ.update(job_environment(snakemake.threads, snakemake.resources.get("wo
 
 from pathlib import Path  # noqa: E402
 
+from rnngrad.grid import complete_cell  # noqa: E402
 from rnngrad.io import log_to  # noqa: E402
 from rnngrad.job_keys import execution_settings  # noqa: E402
 from rnngrad.training import train_run  # noqa: E402
@@ -25,7 +26,7 @@ else:
 with log_to(snakemake.log[0]):
     print(f"{snakemake.threads} thread(s), OpenMP waits {os.environ.get('OMP_WAIT_POLICY', 'default').lower()}")
     train_run(
-        params["cell"],
+        complete_cell(params["cell"]),
         params["training"],
         run_dir=Path(snakemake.output.summary).parent,
         **data,
