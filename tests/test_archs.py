@@ -320,3 +320,53 @@ def test_every_comparison_figure_names_every_arch_in_its_colour(tmp_path):
         shown = archs.bounded() if name == "theory_vs_measurement" else ARCHS
         assert_names_the_remedies_in_their_colours(fig, name, remedies=shown)
         plt.close(fig)
+
+
+# ---------------------------------------------------------------- a user's arch end to end
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["test_user_arch.yaml", "test_user_arch_task.yaml"])
+def test_a_users_arch_from_its_own_file_runs_end_to_end(tmp_path, name):
+    """examples/leaky_rnn.py named in a config: trained, probed, in the tables, drawn in its colour, in the report."""
+    import shutil
+
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import yaml
+    from conftest import run_snakemake
+    from test_remedies import assert_names_the_remedies_in_their_colours
+
+    from rnngrad import figures
+    from rnngrad.figures import style
+    from rnngrad.grid import expand_grid
+
+    (tmp_path / "examples").mkdir()
+    shutil.copy2(EXAMPLE, tmp_path / "examples" / EXAMPLE.name)  # arch_files are relative to the work dir
+    config = yaml.safe_load((ROOT / "config" / name).read_text())
+    config["data_dir"] = str(ROOT / "data")  # the tests' shared tokens
+    configfile = tmp_path / name
+    configfile.write_text(yaml.safe_dump(config))
+    run_snakemake(tmp_path, "--configfile", str(configfile))
+    config = validate_config(config)
+    tables = tmp_path / config["results_dir"] / "tables"
+    runs = pd.read_csv(tables / "runs.csv")
+    cells = expand_grid(config["grid"], config["exclude"], config.get("task"))
+    assert len(runs) == len(cells) and (runs["status"] == "ok").all() and "leaky_rnn" in set(runs["arch"])
+    summary = pd.read_csv(tables / "gradient_summary.csv")
+    leaky = summary[(summary["arch"] == "leaky_rnn") & (summary["state"] == "h")]
+    assert len(leaky) and np.isfinite(leaky["slope"]).all()
+    kind = "task" if "task" in config else "corpus"
+    for figure_name in figures.figures_for(kind):
+        spec = figures.FIGURES[figure_name]
+        assert (tables.parent / "figures" / f"{figure_name}.png").stat().st_size > 5_000
+        if figure_name in ("lstm_cell_state", "init_scale_effect", "theory_vs_measurement"):
+            continue  # one family each (the LSTM; the vanilla RNNs; the archs with Pascanu's bound)
+        frames = {table: pd.read_csv(tables / f"{table}.csv", low_memory=False) for table in spec.tables}
+        with plt.rc_context(style.RC):
+            fig = spec.function(**frames)
+        assert_names_the_remedies_in_their_colours(fig, figure_name, remedies=("rnn_tanh", "leaky_rnn"))
+        plt.close(fig)
+    report = tmp_path / "report.html"
+    run_snakemake(tmp_path, "--report", str(report), "--configfile", str(configfile))
+    assert "leaky_rnn" in report.read_text()
