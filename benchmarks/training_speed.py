@@ -41,7 +41,7 @@ jobs, the summed tokens/s of every job. `--envs` adds environments to compare (e
 `--remedies` times our training loop (CPU time, as the default table) for the later
 remedies (orthogonal RNN, IndRNN, LRU) against the tanh nn.RNN of the same size, all in
 one run, alternating, median over `--repeats`. Then the LRU's linear recurrence: a
-training step with rnngrad.model.linear_recurrence (what training uses: no autograd graph
+training step with rnngrad.archs.lru.linear_recurrence (what training uses: no autograd graph
 per step, the backward pass in closed form) against the same step with autograd through
 a Python loop over time steps (linear_loop), and the recurrence alone (forward + backward
 of x_t = lambda x_{t-1} + b_t, batch 20, N = 200, complex64) at several sequence lengths.
@@ -61,10 +61,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rnngrad import tasks
+from rnngrad import archs, tasks
+from rnngrad.archs.lru import linear_recurrence
 from rnngrad.config import validate_config
-from rnngrad.grid import ALL_ARCHS, REMEDY_ARCHS, normalise_cell
-from rnngrad.model import build_model, linear_loop, linear_recurrence
+from rnngrad.grid import normalise_cell
+from rnngrad.model import build_model
 from rnngrad.threads import available_cpus, job_environment
 from rnngrad.training import TaskTrainer, Trainer, batch_starts, batchify, detach, get_batch
 
@@ -267,6 +268,15 @@ def wall(args) -> None:
                           flush=True)
 
 
+def linear_loop(lam: torch.Tensor, inputs: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    """x_t = lam * x_{t-1} + inputs_t one step at a time through autograd: the bare reference."""
+    x, outputs = h0, []
+    for step in inputs:
+        x = lam * x + step
+        outputs.append(x)
+    return torch.stack(outputs)
+
+
 def recurrence_seconds(recurrence, steps: int, size: int, repeats: int, batch: int = 20) -> float:
     """Median CPU seconds of forward + backward of x_t = lambda x_{t-1} + b_t over `steps` steps."""
     generator = torch.Generator().manual_seed(0)
@@ -290,7 +300,7 @@ def remedies(args) -> None:
     for size in args.sizes:
         ids, vocab, shape = corpus(size)
         cells = {arch: make_cell(arch, shape["hidden"], shape["layers"], shape["bptt"], shape["batch"])
-                 for arch in ("rnn_tanh", *REMEDY_ARCHS)}
+                 for arch in ("rnn_tanh", *archs.in_family("remedy"))}
         runs = {arch: [] for arch in cells}
         for cell in cells.values():
             ours(cell, ids, vocab, 2, args.spectral_every)  # warm up
@@ -357,7 +367,7 @@ def main(argv=None):
     if args.tasks:
         args.archs, args.sizes = args.archs or ["rnn_tanh", "irnn", "lstm", "gru"], args.sizes or list(TASK_SIZES)
         return task_speeds(args)
-    args.archs, args.sizes = args.archs or list(ALL_ARCHS), args.sizes or ["ptb-small", "char"]
+    args.archs, args.sizes = args.archs or archs.names(), args.sizes or ["ptb-small", "char"]
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}, "
           f"spectral stats every {args.spectral_every} steps")
     print(f"{'size':<10} {'arch':<12} {'bare tok/s':>11} {'ours tok/s':>11} {'ratio':>6} "
