@@ -290,4 +290,4 @@ def test_sizes_mirror_the_code_they_estimate():
 
     assert res.EVAL_BATCH_SIZE == training.EVAL_BATCH_SIZE
     assert res.PROBE_CHUNK == inspect.signature(probe.probe_model).parameters["chunk_size"].default
-    assert res.JACOBIAN_CHUNK == inspect.signature(probe._probe_jacobians).parameters["windows_per_chunk"].default
+    assert res.JACOBIAN_CHUNK == inspect.signature(probe.layer_jacobians).parameters["windows_per_chunk"].default

@@ -46,7 +46,7 @@ PROBE_CHECKPOINT_S = 0.1                       # per checkpoint: load it, summar
 JACOBIAN_S = 8e-9                              # per window-step Jacobian, x S^2.5 (S = H, LSTM: 2H)
 # x JACOBIAN_S: an arch's jacobian_cost (more gate terms; 1 for one-gate RNNs)
 PROBE_CHUNK = 128                              # windows unrolled at once (rnngrad.probe.probe_model)
-JACOBIAN_CHUNK = 4                             # windows of Jacobians at once (probe._probe_jacobians)
+JACOBIAN_CHUNK = 4                             # windows of Jacobians at once (probe.layer_jacobians)
 PROBE_TENSORS = 10                             # float64 (chunk, H) tensors per step, layer and (gate + 1)
 # S x S float64 tensors per window-step while the Jacobians of JACOBIAN_CHUNK windows are
 # formed (the Jacobians, their gate terms, running products), measured: an arch's jacobian_tensors.

@@ -22,6 +22,7 @@ from rnngrad.archs.base import REQUIRED, Arch, ArchError
 from rnngrad.archs.palette import next_free
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+CHECKOUT = PACKAGE_DIR.parents[2]  # the workflow's checkout: src/rnngrad/archs
 # Modules of this package that are not architectures.
 SHARED_MODULES = ("__init__", "base", "palette")
 # The built-in archs in the order figures and tables list them: vanilla, gated, remedies.
@@ -68,6 +69,9 @@ def _load_built_in() -> None:
 def load_arch_files(paths) -> list[str]:
     """Register the archs of users' own Python files (config key `arch_files`); returns their names.
 
+    A relative path is looked up in the working directory, then in the workflow's checkout
+    (so a shipped config naming examples/leaky_rnn.py works from any working directory).
+
     Fails with ArchError naming the file and what is wrong: a missing file, a syntax error,
     an error while it runs, no arch in it, an arch that lacks a required part, a name that
     clashes with another arch. Loading the same file again is a no-op.
@@ -75,14 +79,16 @@ def load_arch_files(paths) -> list[str]:
     global _loading
     names = []
     for path in map(Path, paths):
+        if not path.is_absolute() and not path.is_file() and (CHECKOUT / path).is_file():
+            path = CHECKOUT / path  # a file of the checkout (examples/...), from any working directory
         resolved = path.resolve()
         known = [name for name, origin in _FILES.items() if origin == resolved]
         if known:
             names += known
             continue
         if not path.is_file():
-            raise ArchError(f"config key arch_files: {path} does not exist (paths are relative to the "
-                            "directory snakemake runs in)")
+            raise ArchError(f"config key arch_files: {path} does not exist (a relative path is looked up in "
+                            f"the directory snakemake runs in, then in the workflow's checkout {CHECKOUT})")
         source = path.read_text()
         try:
             code = compile(source, str(path), "exec")
