@@ -1,6 +1,6 @@
 """Grid-wide tables from the per-run files (rules collect_runs and collect_curves).
 
-Apart from training.py and probe/, which are inputs of the training and probe jobs:
+Apart from training/ and probe/, which are inputs of the training and probe jobs:
 editing how tables are gathered reruns only the collection rules and what reads their
 tables, never a training or probe job. No torch here.
 """
