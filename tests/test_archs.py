@@ -25,9 +25,18 @@ from rnngrad.config import ConfigError, validate_config
 from rnngrad.model import build_model, load_checkpoint, save_checkpoint
 
 EXAMPLE = ROOT / "examples" / "leaky_rnn.py"
-archs.load_arch_files([EXAMPLE])
-ARCHS = archs.names()
+EXAMPLE_ARCH = "leaky_rnn"
+ARCHS = [*archs.names(), EXAMPLE_ARCH]  # the example registers while this module's tests run (example_arch)
 VOCAB, HIDDEN, LAYERS, BURN_IN, MAX_LAG = 11, 4, 2, 3, 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def example_arch():
+    """The example's arch registered for this module only: the registry is one per process, and the
+    other test modules compare it with a config that names no arch file."""
+    archs.load_arch_files([EXAMPLE])
+    yield
+    archs.unregister(EXAMPLE_ARCH)
 
 
 def tiny(arch: str, seed: int = 0):

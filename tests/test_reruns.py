@@ -122,7 +122,7 @@ def test_code_inputs_are_every_module_a_job_executes_named_relative_to_the_work_
             expected = set(job_code(SCRIPTS / script))
             if rule in ("train_model", "probe_gradients"):
                 arch = re.search(r"wildcards: run=arch~([^/]+)/", block).group(1)
-                expected.add(f"archs/{arch}.py")
+                expected |= {f"archs/{arch}.py", *job_code(archs.arch_file(arch))}
             assert {path.split("src/rnngrad/")[1] for path in code} == expected, rule
 
 

@@ -49,11 +49,14 @@ def script_code(script):
 
 
 def run_code(script):
-    """script_code, and the file of the run's arch: editing one arch's file reruns only its runs."""
+    """script_code, the file of the run's arch and what that file imports (the IRNN's the ReLU RNN's):
+    editing one arch's file reruns only the runs that execute it."""
     shared = script_code(script)
 
     def code(wildcards):
-        return shared + [os.path.relpath(archs.arch_file(CELLS[wildcards.run]["arch"]))]
+        arch_file = archs.arch_file(CELLS[wildcards.run]["arch"])
+        imported = [package_file(name) for name in job_code(arch_file)]
+        return shared + [path for path in imported if path not in shared] + [os.path.relpath(arch_file)]
 
     return code
 

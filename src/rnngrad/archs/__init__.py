@@ -117,6 +117,13 @@ def load_arch_files(paths) -> list[str]:
     return names
 
 
+def unregister(name: str) -> None:
+    """Remove a user's arch from the registry (tests, or an interactive session reloading its file)."""
+    if name in BUILT_IN_ORDER or _FILES.get(name, PACKAGE_DIR / "x").parent == PACKAGE_DIR:
+        raise ArchError(f"arch {name!r} is built in; only a user's own arch can be unregistered")
+    del _REGISTRY[name], _FILES[name]
+
+
 def get(name: str) -> Arch:
     """The registered arch `name`; KeyError naming the valid ones."""
     try:
@@ -176,4 +183,4 @@ _load_built_in()
 load_arch_files(path for path in os.environ.get(ARCH_FILES_ENV, "").split(os.pathsep) if path)
 
 __all__ = ["Arch", "ArchError", "all_archs", "arch_file", "bounded", "get", "hyperparameter_owners", "in_family",
-           "load_arch_files", "names", "reference_values", "register", "user_names", "with_state"]
+           "load_arch_files", "names", "reference_values", "register", "unregister", "user_names", "with_state"]

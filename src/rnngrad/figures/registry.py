@@ -25,7 +25,9 @@ TABLES = ("runs", "epochs", "training_steps", "gradient_curves", "gradient_summa
           "temporal_contributions", "jacobian_steps", "task_evaluations")
 RUN_KINDS = ("corpus", "task")  # rnngrad.config.run_kind
 # Modules every figure runs, relative to the package directory src/rnngrad/.
-SHARED_CODE = ("figures/registry.py", "figures/style.py", "selection.py")
+# The arch registry gives every figure its archs' labels, colours and families.
+SHARED_CODE = ("figures/registry.py", "figures/style.py", "selection.py", "archs/__init__.py", "archs/base.py",
+               "archs/palette.py")
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,6 @@
-"""Train one grid cell: a language model with truncated BPTT, resumable and deterministic.
-
-As in pytorch/examples word_language_model, the train split is cut into
-`batch_size` columns and read `bptt` steps at a time; the hidden state is carried
-from one batch to the next but detached, so gradients flow back at most `bptt` steps.
-
-While it runs, a job keeps everything it needs to continue (weights, optimizer,
-lr schedule, hidden state, data position, RNG states, metrics and checkpoints so
-far) in `<run>/.partial/`, rewritten atomically at every checkpoint, every epoch
-and every `save_every_s` seconds. A rerun after a crash or SIGKILL continues from
-there and ends with the same numbers as an uninterrupted run (bitwise on CPU with
-the same thread count). Only a run that has finished moves its declared outputs
-(summary.json, metrics.csv, epochs.csv, checkpoints/) into place.
-
-A NaN or Inf loss or gradient norm is a result, not a crash: the run stops with
-status 'diverged', the step where it happened and its last finite metrics.
-
-A task run (TaskTrainer, rnngrad.tasks) shares all of this machinery (optimizer,
-clipping, divergence, checkpoints, resume); it reads whole sequences drawn fresh at
-every step instead of a corpus, and records its test metrics at every checkpoint.
-"""
+"""The training loop (Trainer): a language model with truncated BPTT, one step after another, with
+clipping, divergence as a result, checkpoints, metrics and the saves a resume needs (the
+package docstring, rnngrad.training, says how it all fits)."""
 
 from __future__ import annotations
 
