@@ -83,3 +83,24 @@ def test_run_path_values_are_readable():
 def test_parse_run_path_needs_every_key():
     with pytest.raises(ValueError, match="lacks"):
         parse_run_path("arch~lstm/hidden_size~64")
+
+
+def test_migrate_moves_old_run_paths_with_na_levels_to_the_current_ones(tmp_path):
+    from rnngrad.migrate import migrate
+
+    cell = expand_grid(grid(arch=["gru"]))[0]
+    old = "/".join(f"{key}~{format_value(cell[key])}" for key in grid_keys())  # every key, `na` levels too
+    assert "forget_bias~na" in old and old != run_path(cell)
+    results = tmp_path / "results"
+    (results / "runs" / old / "checkpoints").mkdir(parents=True)
+    (results / "runs" / old / "summary.json").write_text("{}")
+    (results / "logs" / "train_model" / old).parent.mkdir(parents=True)
+    (results / "logs" / "train_model" / f"{old}.log").write_text("log")
+    assert len(migrate(results, dry_run=True)) == 2 and (results / "runs" / old).is_dir()
+    moved = migrate(results)
+    assert len(moved) == 2 and not (results / "runs" / "arch~gru").joinpath("hidden_size~64", "num_layers~1",
+                                                                          "init~orthogonal", "init_scale~1",
+                                                                          "forget_bias~na").exists()
+    assert (results / "runs" / run_path(cell) / "summary.json").read_text() == "{}"
+    assert (results / "logs" / "train_model" / f"{run_path(cell)}.log").read_text() == "log"
+    assert migrate(results) == []  # current paths stay
