@@ -18,6 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_archs():
+    """A test that validates a config naming arch_files registers its archs in this process: remove
+    them after it, so that no later test sees a registry (and schema) the shipped configs do not."""
+    from rnngrad import archs
+
+    before = set(archs.user_names())
+    yield
+    for name in set(archs.user_names()) - before:
+        archs.unregister(name)
+
+
 @pytest.fixture
 def one_thread():
     """Bitwise-reproducible CPU numbers: one intra-op thread."""
