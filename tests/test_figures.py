@@ -217,7 +217,11 @@ def defined_functions(path: Path) -> set[str]:
 
 def rnngrad_imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
-    names = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    names = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+             and node.module != "rnngrad"}
+    # `from rnngrad import archs` imports rnngrad.archs
+    names |= {f"rnngrad.{alias.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+              and node.module == "rnngrad" for alias in node.names}
     names |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     return {name for name in names if name.startswith("rnngrad")}
 
