@@ -151,7 +151,7 @@ def lstm_cell_state(gradient_curves, runs):
     each over its own lag 0, per value of its own first hyperparameter (the LSTM's forget-gate bias)."""
     with_cell = registry.with_state("c")
     present = [a for a in with_cell if not gradient_curves.empty and a in set(gradient_curves["arch"])]
-    arch = (present or with_cell or ["lstm"])[0]
+    arch = (present or with_cell)[0]  # the LSTM is built in: with_cell is never empty
     spec, label = registry.get(arch), ARCH_LABELS[arch]
     lstm = gradient_curves[(gradient_curves["arch"] == arch) & gradient_curves["state"].isin(["h", "c"])] \
         if not gradient_curves.empty else gradient_curves
