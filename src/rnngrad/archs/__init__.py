@@ -25,8 +25,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 CHECKOUT = PACKAGE_DIR.parents[2]  # the workflow's checkout: src/rnngrad/archs
 # Modules of this package that are not architectures.
 SHARED_MODULES = ("__init__", "base", "palette")
-# The built-in archs in the order figures and tables list them: vanilla, gated, remedies.
-BUILT_IN_ORDER = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn", "lstm", "gru", "orthogonal_rnn", "indrnn", "lru")
+# The built-in archs in the order figures and tables list them: vanilla, gated, remedies (then those since 2017).
+BUILT_IN_ORDER = ("rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn", "lstm", "gru", "orthogonal_rnn", "indrnn", "lru",
+                  "exprnn", "antisymmetric_rnn", "lem", "mingru", "s6")
 
 # A job's process registers the config's own archs on import: the Snakefile lists their files here.
 ARCH_FILES_ENV = "RNNGRAD_ARCH_FILES"
