@@ -138,7 +138,7 @@ def test_a_task_run_path_says_its_task_and_T():
     ({"task": {"name": ["copy"], "T": [5, 20]}},
      "config key task.copy_length: 10 is longer than T = 5 allows; allowed values are integers 1..5"),
     ({"task": {"name": ["sorting"], "T": [5]}},
-     "config key task.name.0: 'sorting' is not allowed; allowed values are ['adding', 'copy']"),
+     "config key task.name.0: 'sorting' is not allowed; allowed values are ['adding', 'copy', 'selective_copy']"),
     ({"task": {"name": ["adding"], "T": [50]}, "corpus": {"level": "char"}},
      "config key corpus: applies to language-model (corpus) runs only, and this config is a task run"),
     ({"task": {"name": ["adding"], "T": [50]}, "training": {"max_tokens": 100}},

@@ -46,7 +46,7 @@ def plain_gradients(model, name, inputs, targets):
     size, arch = model.hidden_size, model.arch
     x = torch.as_tensor(inputs)
     embedding = {key: value.detach().double() for key, value in model.embedding.named_parameters()}
-    if name == "copy":
+    if name in tasks.TOKEN_TASKS:
         layer_input = F.embedding(x, embedding["weight"])
     else:
         layer_input = F.linear(x.double(), embedding["weight"], embedding["bias"])
@@ -96,9 +96,13 @@ def lags_from_the_sequences(name, inputs, targets):
         first = np.array([np.flatnonzero(seq[:, 1])[0] for seq in inputs])
         second = np.array([np.flatnonzero(seq[:, 1])[-1] for seq in inputs])
         return {"first_marker": last - first, "second_marker": last - second}
-    # The symbol the last recall step must output was the input at this (unique) symbol position.
-    shown = np.array([COPY_LENGTH - 1 for _ in inputs])
-    assert (inputs[:, COPY_LENGTH - 1] == targets[:, -1]).all()
+    # The symbol the last recall step must output was shown at the last symbol position: copy, the
+    # last of the first COPY_LENGTH steps; selective copy, each sequence's last non-blank step before the delimiter.
+    if name == "copy":
+        shown = np.array([COPY_LENGTH - 1 for _ in inputs])
+    else:
+        shown = np.array([np.flatnonzero(seq[:T])[-1] for seq in inputs])
+    assert (inputs[np.arange(len(inputs)), shown] == targets[:, -1]).all()
     return {"last_symbol": last - shown}
 
 
@@ -142,8 +146,11 @@ def test_dependency_lags_are_where_each_sequence_keeps_its_information(name):
     if name == "adding":  # every window its own lag: the first marker anywhere in the first half
         assert set(lags["first_marker"]) == set(range(T - T // 2, T))
         assert set(lags["second_marker"]) == set(range(0, T - T // 2))
-    else:
+    elif name == "copy":
         assert set(lags["last_symbol"]) == {T + COPY_LENGTH}
+    else:  # the last of COPY_LENGTH distinct positions among T: anywhere in [COPY_LENGTH - 1, T), the late ones likelier
+        assert set(lags["last_symbol"]) <= set(T + COPY_LENGTH - np.arange(COPY_LENGTH - 1, T))
+        assert len(set(lags["last_symbol"])) >= 8, "every sequence its own lag"
 
 
 def test_adding_inputs_without_exactly_two_markers_are_rejected():
@@ -172,7 +179,7 @@ def test_the_summary_reads_each_window_at_its_own_dependency_lag(arch, name):
         assert (row[f"{prefix}_lag_min"], row[f"{prefix}_lag_max"]) == (own.min(), own.max())
         assert row[f"{prefix}_n"] == WINDOWS and row[f"{prefix}_n_censored"] == 0
     assert row["dependency"] == next(iter(lags))
-    if name == "copy":
+    if name != "adding":
         assert "second_marker_norm_log10_median" not in row
 
 

@@ -294,14 +294,16 @@ CAPTIONS = {
     "perplexity": "Final perplexity per grid cell (mean ± sd over seeds; diverged runs counted, not averaged), "
                   "beside the published result where the configuration matches one.",
     "long_range": "Long-range tasks: final test loss over the task's baseline (adding: MSE / (1/6); copy: "
-                  "cross-entropy per step / (copy_length log symbols / (T + 2 copy_length))), seed by seed; runs "
+                  "cross-entropy per step / (copy_length log symbols / steps), steps = T + 2 copy_length, selective "
+                  "copying's T + copy_length + 1), seed by seed; runs "
                   "solved at the end (adding: test MSE < 0.01; copy: >= 99% of the recalled symbols right) and the "
                   "first checkpoint step at which each seed was solved; accuracy: adding, share of test sequences "
                   "with |error| / 2 < 0.04 (Hochreiter & Schmidhuber 1997 on their [0, 1] target scale), copy, "
                   "recalled symbols right (mean over seeds); g(dep)/g(0): median over seeds of the median over test "
                   "sequences of g(k)/g(0), the gradient of one output step's loss (adding: the squared error; copy: "
                   "the last recall step's cross-entropy) at each sequence's own lag k of the information (adding: "
-                  "its first marker, k in the range shown; copy: the last symbol, T + copy_length), top layer, at "
+                  "its first marker, k in the range shown; copy: the last symbol, T + copy_length; selective copying: "
+                  "the last symbol, T + copy_length - its position), top layer, at "
                   "initialisation; g(2nd marker)/g(0) likewise at the adding problem's second marker.",
     "gradient_fits": "Fitted slope of log10 g(k) (decades per step, mean ± sd over seeds) and gradient horizon "
                      "(median over seeds of the first lag where the median g(k)/g(0) < threshold; a horizon censored "

@@ -32,9 +32,9 @@ from rnngrad.selection import axis_values, diverged_runs, numeric, reference_run
 
 figure = category("Long-range tasks", runs="task")
 
-TASK_TITLES = {"adding": "Adding problem", "copy": "Copy memory"}
+TASK_TITLES = {"adding": "Adding problem", "copy": "Copy memory", "selective_copy": "Selective copying"}
 ADDING_SOLVED_RATIO = 0.01 / (1 / 6)  # test MSE < 0.01 over the baseline 1/6 (rnngrad.tasks)
-TASK_MARKERS = {"adding": "o", "copy": "s"}
+TASK_MARKERS = {"adding": "o", "copy": "s", "selective_copy": "D"}
 
 
 def _task_runs(runs: pd.DataFrame, reference: bool = True) -> pd.DataFrame:
@@ -96,7 +96,7 @@ def _shown_ratio(frame: pd.DataFrame) -> np.ndarray:
 def learnable_dependency_length(runs):
     """Per task: final test loss / baseline against T, one colour per arch, seeds as points."""
     frame = _task_runs(runs)
-    tasks = [t for t in ("adding", "copy") if t in set(frame["task"])]
+    tasks = [t for t in TASK_TITLES if t in set(frame["task"])]
     fig, axes = new_figure(max(len(tasks), 1), height=2.6)
     if not tasks:
         note(axes[0, 0], f"no task runs {NOT_IN_GRID}")
@@ -141,7 +141,7 @@ def learnable_dependency_length(runs):
              Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none", label="not solved")]
     axes.flat[len(tasks) - 1].legend(handles=arch_handles(present, extra), loc="lower right", fontsize=6)
     footer(fig, join_notes("Each point one seed (final checkpoint), line through the median over seeds; filled: "
-                           "solved (adding: test MSE < 0.01; copy: >= 99% of the recalled symbols right)",
+                           "solved (adding: test MSE < 0.01; copy, selective copying: >= 99% of the recalled symbols right)",
                            _status_note(frame), slice_note(frame.attrs["chosen"])))
     return fig
 
@@ -152,7 +152,7 @@ def task_learning_curves(task_evaluations, runs):
     frame = _task_runs(runs)
     evaluations = numeric(task_evaluations, ["test_loss", "baseline", "step"])
     evaluations = evaluations[evaluations["run"].isin(set(frame["run"]))]
-    cells = [(task, T) for task in ("adding", "copy") if task in set(frame["task"])
+    cells = [(task, T) for task in TASK_TITLES if task in set(frame["task"])
              for T in axis_values(frame[frame["task"] == task], "T")]
     ncols = max(1, len({T for _, T in cells}))
     tasks = list(dict.fromkeys(task for task, _ in cells))
@@ -241,7 +241,7 @@ def gradient_bridge(gradient_summary, runs):
     powers_of_ten(ax, "x")
     ax.set_xlabel("g(k_dep) / g(0) at initialisation")
     ax.set_ylabel("final test loss / baseline")
-    tasks = [t for t in ("adding", "copy") if t in set(frame["task"])]
+    tasks = [t for t in TASK_TITLES if t in set(frame["task"])]
     extra = [Line2D([], [], color="0.3", marker=TASK_MARKERS[t], linestyle="none", label=TASK_TITLES[t])
              for t in tasks]
     ax.legend(handles=arch_handles(present, extra), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6)
@@ -249,7 +249,8 @@ def gradient_bridge(gradient_summary, runs):
     footer(fig, join_notes("Every run of the grid: x, median over the probed test sequences of g(k)/g(0), the gradient "
                            "of one output step's loss, at each sequence's own lag k_dep of the information (adding: "
                            "the first marker, from the squared error; copy: the last symbol, T + copy_length, from "
-                           "the last recall step's cross-entropy), top layer, at initialisation; y, final test "
+                           "the last recall step's cross-entropy; selective copying: the last symbol, wherever it "
+                           "was shown), top layer, at initialisation; y, final test "
                            "loss over the baseline (dashed; dotted: adding solved); "
                            "filled: solved; runs that coincide show as concentric markers",
                            f"{missing} run(s) without a finite value left out" if missing else "",

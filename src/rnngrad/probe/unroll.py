@@ -28,9 +28,10 @@ def task_loss_fn(model, name: str, targets: torch.Tensor):
     """The probe's loss of a task, per window: ONE output step's loss, so that every lag k of
     g(k) = ||dL/dh_{T-k}|| is a distance from that step (tasks.dependency_lags).
 
-    Adding: the squared error of the last step's prediction (targets (W,)). Copy: the
-    cross-entropy of the last recall step, whose symbol was shown T + copy_length steps
-    before it (targets (W, steps)). From the top layer's outputs (steps, W, H); float64,
+    Adding: the squared error of the last step's prediction (targets (W,)). Copy and
+    selective copy: the cross-entropy of the last recall step, whose symbol was shown T +
+    copy_length steps before it (copy) or at the sequence's own last symbol position
+    (selective copy) (targets (W, steps)). From the top layer's outputs (steps, W, H); float64,
     weights detached.
     """
     weight, bias = model.decoder.weight.detach().double(), model.decoder.bias.detach().double()

@@ -73,7 +73,8 @@ class TaskTrainer(Trainer):
         return self._tensors(*batch)
 
     def task_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Adding: MSE of the last step's output; copy: cross-entropy, mean over every step and sequence."""
+        """Adding: MSE of the last step's output; copy and selective copy: cross-entropy, mean over every
+        step and sequence."""
         if self.name == "adding":
             return F.mse_loss(outputs[-1, :, 0], targets)
         return F.cross_entropy(outputs.flatten(0, 1), targets.flatten())
