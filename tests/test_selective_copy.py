@@ -88,7 +88,8 @@ def test_solved_means_at_least_99_percent_of_the_recalled_symbols_right():
     ({"task": {"name": ["selective_copy"], "T": [20], "copy_symbols": 1}},
      "config key task.copy_symbols: 1 is out of range; allowed values are numbers >= 2"),
     ({"task": {"name": ["selective copy"], "T": [20]}},
-     "config key task.name.0: 'selective copy' is not allowed; allowed values are ['adding', 'copy', 'selective_copy']"),
+     "config key task.name.0: 'selective copy' is not allowed; allowed values are "
+     "['adding', 'copy', 'selective_copy']"),
 ])
 def test_bad_input_is_named_before_any_job(config, message):
     with pytest.raises(ConfigError) as error:

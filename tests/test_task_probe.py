@@ -148,7 +148,7 @@ def test_dependency_lags_are_where_each_sequence_keeps_its_information(name):
         assert set(lags["second_marker"]) == set(range(0, T - T // 2))
     elif name == "copy":
         assert set(lags["last_symbol"]) == {T + COPY_LENGTH}
-    else:  # the last of COPY_LENGTH distinct positions among T: anywhere in [COPY_LENGTH - 1, T), the late ones likelier
+    else:  # the last of COPY_LENGTH distinct positions among T: anywhere in [COPY_LENGTH - 1, T), late ones likelier
         assert set(lags["last_symbol"]) <= set(T + COPY_LENGTH - np.arange(COPY_LENGTH - 1, T))
         assert len(set(lags["last_symbol"])) >= 8, "every sequence its own lag"
 

@@ -141,7 +141,8 @@ def learnable_dependency_length(runs):
              Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none", label="not solved")]
     axes.flat[len(tasks) - 1].legend(handles=arch_handles(present, extra), loc="lower right", fontsize=6)
     footer(fig, join_notes("Each point one seed (final checkpoint), line through the median over seeds; filled: "
-                           "solved (adding: test MSE < 0.01; copy, selective copying: >= 99% of the recalled symbols right)",
+                           "solved (adding: test MSE < 0.01; copy, selective copying: >= 99% of the recalled "
+                           "symbols right)",
                            _status_note(frame), slice_note(frame.attrs["chosen"])))
     return fig
 
