@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rnngrad.config import validate_config
+from rnngrad.config import ConfigError, validate_config
 from rnngrad.grid import NOT_APPLICABLE, expand_grid, format_value, grid_keys, parse_run_path, run_path
 
 
@@ -104,3 +104,45 @@ def test_migrate_moves_old_run_paths_with_na_levels_to_the_current_ones(tmp_path
     assert (results / "runs" / run_path(cell) / "summary.json").read_text() == "{}"
     assert (results / "logs" / "train_model" / f"{run_path(cell)}.log").read_text() == "log"
     assert migrate(results) == []  # current paths stay
+
+
+# ---------------------------------------------------------------- arch_grid: an arch's own lists
+
+
+def test_arch_grid_replaces_the_lists_of_one_arch_and_leaves_every_other_run_as_it_was():
+    lists = {"arch": ["rnn_tanh", "lru", "lstm"], "lr": [1.0], "init_scale": [0.5, 1.0], "seed": [0, 1]}
+    config = validate_config({"grid": lists, "arch_grid": {"lru": {"lr": [0.1, 0.03], "optimizer": ["adam"]}}})
+    cells = expand_grid(config["grid"], config["exclude"], arch_grid=config["arch_grid"])
+    plain = expand_grid(config["grid"], config["exclude"])
+    others = [run_path(cell) for cell in cells if cell["arch"] != "lru"]
+    assert others == [run_path(cell) for cell in plain if cell["arch"] != "lru"], "same runs, same order"
+    lru = [(cell["lr"], cell["optimizer"], cell["seed"]) for cell in cells if cell["arch"] == "lru"]
+    # by hand: the LRU ignores init_scale, so lr x seed, in the grid's product order (lr before seed)
+    assert lru == [(0.1, "adam", 0), (0.1, "adam", 1), (0.03, "adam", 0), (0.03, "adam", 1)]
+    assert all(parse_run_path(run_path(cell)) == cell for cell in cells)
+
+
+def test_arch_grid_values_the_grid_also_has_stay_one_run():
+    config = validate_config({"grid": {"arch": ["lstm", "gru"], "lr": [1.0, 0.1]}, "arch_grid": {"gru": {"lr": [0.1]}}})
+    cells = expand_grid(config["grid"], arch_grid=config["arch_grid"])
+    assert [(cell["arch"], cell["lr"]) for cell in cells] == [("lstm", 1.0), ("lstm", 0.1), ("gru", 0.1)]
+
+
+@pytest.mark.parametrize("arch_grid,message", [
+    ({"lru": {"lr": [0.1]}}, "config key arch_grid.lru: 'lru' is not in grid.arch"),
+    ({"lstmm": {"lr": [0.1]}}, "config key arch_grid: 'lstmm' is not allowed; allowed values are ['rnn_tanh'"),
+    ({"lstm": {"lr": 0.1}}, "config key arch_grid.lstm.lr: 0.1 is not a list; give a list, e.g. [0.1]"),
+    ({"lstm": {"learning_rate": [0.1]}}, "config key arch_grid.lstm: unknown key(s) ['learning_rate']"),
+    ({"lstm": {"arch": ["gru"]}}, "config key arch_grid.lstm: unknown key(s) ['arch']"),
+    ({"lstm": {"lr": [0]}}, "config key arch_grid.lstm.lr.0: 0 is out of range; allowed values are numbers > 0"),
+])
+def test_bad_arch_grid_is_named(arch_grid, message):
+    with pytest.raises(ConfigError) as error:
+        validate_config({"grid": {"arch": ["lstm", "gru"]}, "arch_grid": arch_grid})
+    assert message in str(error.value)
+
+
+def test_arch_grid_of_a_task_run_takes_no_corpus_only_key():
+    with pytest.raises(ConfigError, match="config key arch_grid.lstm.bptt: applies to language-model"):
+        validate_config({"task": {"name": ["adding"], "T": [50]}, "grid": {"arch": ["lstm"]},
+                         "arch_grid": {"lstm": {"bptt": [10]}}})

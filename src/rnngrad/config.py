@@ -82,6 +82,12 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
                          "default": [spec["default"]],
                          "description": f"{arch.label} only: {spec['description']}; ignored by other archs"}
     schema["properties"]["exclude"]["items"]["propertyNames"] = {"enum": list(TASK_KEYS + grid_keys())}
+    # arch_grid.<arch>: any grid key but `arch`, as the grid's (no default: an absent key keeps the grid's list)
+    own = {key: {name: value for name, value in spec.items() if name != "default"} for key, spec in grid.items()
+           if key != "arch"}
+    schema["properties"]["arch_grid"]["propertyNames"] = {"enum": archs.names()}
+    schema["properties"]["arch_grid"]["additionalProperties"] = {"type": "object", "additionalProperties": False,
+                                                                 "minProperties": 1, "properties": own}
     return schema
 
 
@@ -160,8 +166,16 @@ def _check_semantics(config: dict) -> None:
         _check_corpus(config)
     else:
         _check_task(config)
+    for arch, own in config["arch_grid"].items():
+        if arch not in config["grid"]["arch"]:
+            raise ConfigError(f"config key arch_grid.{arch}: {arch!r} is not in grid.arch {config['grid']['arch']}; "
+                              "arch_grid only replaces lists for archs the grid trains")
+        wrong = sorted(set(own) & set(CORPUS_ONLY_GRID_KEYS)) if task is not None else []
+        if wrong:
+            raise ConfigError(f"config key arch_grid.{arch}.{wrong[0]}: applies to language-model (corpus) runs only, "
+                              "and this config is a task run (it has a `task` section)")
     try:
-        cells = expand_grid(config["grid"], config["exclude"], task)
+        cells = expand_grid(config["grid"], config["exclude"], task, config["arch_grid"])
     except ValueError as error:
         raise ConfigError(str(error)) from None
     for cell in cells:

@@ -71,13 +71,17 @@ def cell_keys(values: dict) -> tuple[str, ...]:
     return TASK_KEYS + grid_keys() if "task" in values else grid_keys()
 
 
-def expand_grid(grid: dict, exclude: list[dict] = (), task: dict | None = None) -> list[dict]:
+def expand_grid(grid: dict, exclude: list[dict] = (), task: dict | None = None,
+                arch_grid: dict | None = None) -> list[dict]:
     """Cartesian product of the grid lists, normalised, deduplicated, minus exclusions.
 
     With `task` (the config's task section), every cell also takes each task name and
-    T of `task['name']` x `task['T']`, and `bptt` and `epochs` are `na`.
+    T of `task['name']` x `task['T']`, and `bptt` and `epochs` are `na`. `arch_grid`
+    ({arch: {key: values}}, the config's) replaces the grid's lists of those keys for that
+    arch only (the LRU's own learning rates), in the same cell order as the grid's product.
     Raises ValueError when nothing is left to train.
     """
+    arch_grid = arch_grid or {}
     axes = {key: [spec["default"]] for arch in archs.all_archs() for key, spec in arch.hyperparameters.items()}
     axes.update(grid)
     if task is not None:
@@ -86,9 +90,16 @@ def expand_grid(grid: dict, exclude: list[dict] = (), task: dict | None = None) 
     missing = [key for key in keys if key not in axes]
     if missing:
         raise ValueError(f"grid is missing keys {missing}")
+    # Each axis holds every value any arch takes; a cell keeps only its own arch's values.
+    union = {key: list(dict.fromkeys(axes[key] + [value for own in arch_grid.values() for value in own.get(key, [])]))
+             for key in keys}
     cells, seen = [], set()
-    for values in itertools.product(*(axes[key] for key in keys)):
-        cell = normalise_cell(dict(zip(keys, values)))
+    for values in itertools.product(*(union[key] for key in keys)):
+        raw = dict(zip(keys, values))
+        own = {**axes, **arch_grid.get(raw["arch"], {})}
+        if any(raw[key] not in own[key] for key in keys):
+            continue
+        cell = normalise_cell(raw)
         if any(_matches(cell, pattern) for pattern in exclude):
             continue
         path = run_path(cell)
