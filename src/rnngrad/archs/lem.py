@@ -65,7 +65,7 @@ class LEM(nn.Module):
 
 
 def rates_and_targets(weights: dict, x_proj: torch.Tensor, e: torch.Tensor):
-    """dt_t, dtbar_t and their sigmoids' arguments, and tanh(W_z y_{t-1} + V_z u_t + b_z), from e_t."""
+    """dt_t, dtbar_t and tanh(W_z y_{t-1} + V_z u_t + b_z) from x_proj_t and e_t (the three y-side blocks)."""
     a_dt, a_dtbar, a_z = (x_proj[..., :e.shape[-1]] + (e + weights["bias_hh"])).chunk(3, dim=-1)
     dt = weights["dt"]
     return dt * torch.sigmoid(a_dt), dt * torch.sigmoid(a_dtbar), torch.tanh(a_z)
