@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from rnngrad.grid import expand_grid, run_path
+from rnngrad.grid import NOT_APPLICABLE, expand_grid, run_path
 
 GAMMA = {"rnn_tanh": 1.0, "rnn_sigmoid": 0.25, "rnn_relu": 1.0, "irnn": 1.0}
 # lambda_1 of the remedies (gamma = 1): orthogonal, IndRNN 2^(1/20) at bptt 20, LRU r_max.
@@ -56,8 +56,9 @@ def _diverges(cell: dict) -> bool:
 
 
 def _scale(cell: dict) -> float:
-    """lambda_1 at initialisation: the init scale, or a remedy's constraint."""
-    return REMEDY_SIGMA.get(cell["arch"]) or cell["init_scale"]
+    """lambda_1 at initialisation: the init scale, or a remedy's constraint (1 for an arch with its own
+    init and no constraint, such as LEM)."""
+    return REMEDY_SIGMA.get(cell["arch"]) or (1.0 if cell["init_scale"] == NOT_APPLICABLE else cell["init_scale"])
 
 
 def _init_slope(cell: dict, sigma: float) -> float:
