@@ -23,6 +23,8 @@ from test_training import make_cell, make_training, write_tokens
 
 from rnngrad import archs, probe, training
 from rnngrad.archs.exprnn import modrelu, modrelu_derivative
+from rnngrad.config import validate_config
+from rnngrad.grid import normalise_cell
 from rnngrad.model import build_model
 from rnngrad.training.schedule import make_optimizer
 
@@ -217,6 +219,20 @@ def test_the_trainer_keeps_the_scale_through_set_lr_and_a_resume(tmp_path):
     resumed = training.Trainer(cell, make_training(), *splits, VOCAB)
     resumed.load_state_dict(state)
     assert [group["lr"] for group in resumed.optimizer.param_groups] == pytest.approx([0.2, 0.05], rel=1e-15)
+
+
+def test_exprnn_learns_a_short_copy_task_through_the_trainer(tmp_path):
+    """The whole training path (parameter groups, Adam, clipping): copy 5 of 8 symbols over T = 20."""
+    config = validate_config({"task": {"name": ["copy"], "T": [20], "steps": 200, "valid_size": 100,
+                                       "test_size": 300, "copy_length": 5, "copy_symbols": 8},
+                              "probe": {"windows": 8, "jacobian_windows": 2, "fit_lags": [1, 4]},
+                              "training": {"checkpoints": [0.0, 0.5, 1.0], "spectral_every": 50}})
+    cell = normalise_cell(dict(task="copy", T=20, arch="exprnn", hidden_size=64, num_layers=1, init="orthogonal",
+                               init_scale=1.0, forget_bias=1.0, lr=0.001, optimizer="adam", clip=1.0, bptt="na",
+                               batch_size=32, epochs="na", seed=0))
+    summary = training.train_run(cell, config["training"], None, tmp_path, task=config["task"], device="cpu",
+                                 log_every_s=1e9)
+    assert summary["status"] == "ok" and summary["solved"] and summary["test_ratio"] < 0.05
 
 
 # ---------------------------------------------------------------- the inits
