@@ -13,7 +13,8 @@ A subclass (one file per arch, registered with `rnngrad.archs.register`) gives, 
   (the IRNN's `init: identity`; NOT_APPLICABLE for keys it ignores);
 - training: `recurrent()` builds the fused torch module (torch.nn's where one exists, so
   checkpoints load into it), `initialise()` its weights, `recurrent_weights()` the matrices
-  whose largest singular value is Pascanu's lambda_1, `gates` their stacked blocks;
+  whose largest singular value is Pascanu's lambda_1, `gates` their stacked blocks,
+  `parameter_groups()` the optimizer's groups (a group's `lr_scale` scales its learning rate);
 - the probe, in float64 on one layer's weights (`layer_weights`): the state layout `states`
   (named states of width H; `complex_state`), and one step split in two so that the probe
   can perturb the recurrent pre-activation e_t: `recurrent_input(w, h_{t-1})` gives e_t,
@@ -118,6 +119,11 @@ class Arch:
 
     def initialise_layer(self, rnn: nn.Module, layer: int, cell: dict) -> None:
         """Arch-specific init of one layer after its W_hh blocks (biases)."""
+
+    def parameter_groups(self, model, options: dict) -> list[dict]:
+        """The optimizer's parameter groups of `model` (options: this arch's hyperparameters). A group
+        may carry `lr_scale`: it trains at lr * lr_scale (expRNN's slower A). Default: one group of all."""
+        return [{"params": list(model.parameters())}]
 
     def recurrent_weights(self, rnn: nn.Module, num_layers: int) -> list[torch.Tensor]:
         """Each layer's recurrent matrix (gate blocks stacked), whose largest singular value is lambda_1."""

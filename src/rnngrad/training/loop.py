@@ -29,7 +29,7 @@ from rnngrad.training.batches import (
     steps_per_epoch,
 )
 from rnngrad.training.resume import STATE_FILE, Progress, fingerprint, rng_states, save_state, set_rng_states
-from rnngrad.training.schedule import checkpoint_steps, make_optimizer, next_lr
+from rnngrad.training.schedule import checkpoint_steps, group_lr, make_optimizer, next_lr
 
 SAVE_EVERY_S = 60.0
 
@@ -95,7 +95,9 @@ class Trainer:
         self.checkpoint_at = checkpoint_steps(self.training["checkpoints"], self.planned_steps)
         self.model = build_model(**self.cell, **shape, init_range=self.training.get("init_range")).to(self.device)
         self.params = list(self.model.parameters())
-        self.optimizer = make_optimizer(self.cell["optimizer"], self.params, self.cell["lr"])
+        spec = self.model.spec  # the arch's groups: expRNN's A trains at a lower lr
+        groups = spec.parameter_groups(self.model, spec.options(self.cell))
+        self.optimizer = make_optimizer(self.cell["optimizer"], groups, self.cell["lr"])
         self.clock = time.perf_counter  # times the steps for tokens_per_s (the benchmark uses CPU time)
         self.progress = Progress(lr=float(self.cell["lr"]))
 
@@ -119,7 +121,7 @@ class Trainer:
     def set_lr(self, lr: float) -> None:
         self.progress.lr = lr
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = group_lr(group, lr)
 
     # -- one step
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,12 +12,20 @@ def checkpoint_steps(fractions, planned_steps: int) -> list[int]:
     return sorted(steps)
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """`groups`: parameter groups (archs.Arch.parameter_groups); one with `lr_scale` trains at
+    lr * lr_scale (group_lr) and keeps the scale, so that set_lr and a resume apply it again."""
+    groups = [{**group, "lr": group_lr(group, lr)} if "lr_scale" in group else group for group in groups]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+        return torch.optim.SGD(groups, lr=lr)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(groups, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adam'")
+
+
+def group_lr(group: dict, lr: float) -> float:
+    """The learning rate of one parameter group when the run's is `lr`: lr * its `lr_scale` (default 1)."""
+    return lr * group.get("lr_scale", 1.0)
 
 
 def next_lr(schedule: str, lr: float, epoch: int, improved: bool, decay: float, start_epoch: int) -> float:
