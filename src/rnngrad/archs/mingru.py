@@ -8,9 +8,9 @@ Layer k, input u_t (H), state h_t (H), parameters `<name>_l{k}`:
     out_t = u_t + out_weight h_t + out_bias                             out_weight (H, H), out_bias (H)
 with g(x) = x + 0.5 for x >= 0, sigmoid(x) below: the paper's log-space version, whose
 candidates and so states stay positive (h_0 >= 0). The gates read x_t alone, so the
-recurrence is linear and diagonal in h: training computes every step at once with the
-paper's log-space parallel scan (mingru_scan, with the carried h_0 added outside the
-logarithms); mingru_loop is the same recurrence step by step.
+recurrence is linear and diagonal in h: training computes up to SCAN_CHUNK steps at once
+with the paper's log-space parallel scan (mingru_scan, with the carried h_0 added outside
+the logarithms); mingru_loop is the same recurrence step by step, with the same signature.
 
 The block is the authors' selective-copying model's (BorealisAI/minRNNs, models/model.py
 with configs/selective_copy.yaml: RMSNorm, minGRU, residual; no convolution, no
@@ -39,7 +39,7 @@ PARAMETERS = ("norm_weight", "gate_weight", "gate_bias", "candidate_weight", "ca
 
 
 def g(x: torch.Tensor) -> torch.Tensor:
-    """The candidate's activation: x + 0.5 for x >= 0, sigmoid(x) below (positive, continuous, C^1)."""
+    """The candidate's activation: x + 0.5 for x >= 0, sigmoid(x) below: positive, continuous (slope 1/4, then 1)."""
     return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
 
 
