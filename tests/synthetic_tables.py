@@ -5,7 +5,7 @@ fitted slope of log10 g(k) tracks log10(gamma * lambda_1) of W_hh, after trainin
 vanilla RNNs decay far faster than the LSTM and GRU, and curves below `floor` are
 censored (NaN with n_censored = n) as the probe reports underflow. Diverged runs stop
 early, with NaN perplexities and an infinite last gradient norm. The remedies (orthogonal
-RNN, IndRNN, LRU) have no init scale: lambda_1 is their constraint's (1, bound^(1/bptt),
+RNN, IndRNN, LRU, minGRU) have no init scale: lambda_1 is their constraint's (1, bound^(1/bptt),
 r_max), fixed during training, and their curves decay slowly under their bound.
 """
 
@@ -19,8 +19,9 @@ import pandas as pd
 from rnngrad.grid import NOT_APPLICABLE, expand_grid, run_path
 
 GAMMA = {"rnn_tanh": 1.0, "rnn_sigmoid": 0.25, "rnn_relu": 1.0, "irnn": 1.0}
-# lambda_1 of the remedies (gamma = 1): orthogonal, IndRNN 2^(1/20) at bptt 20, LRU r_max, expRNN orthogonal.
-REMEDY_SIGMA = {"orthogonal_rnn": 1.0, "indrnn": 2.0 ** (1 / 20), "lru": 0.99, "exprnn": 1.0}
+# lambda_1 of the remedies (gamma = 1): orthogonal, IndRNN 2^(1/20) at bptt 20, LRU r_max, expRNN orthogonal,
+# minGRU's identity.
+REMEDY_SIGMA = {"orthogonal_rnn": 1.0, "indrnn": 2.0 ** (1 / 20), "lru": 0.99, "exprnn": 1.0, "mingru": 1.0}
 # Slope offset below the bound at initialisation, and slope after training (log10 per step).
 INIT_OFFSET = {"rnn_tanh": -0.12, "rnn_sigmoid": -0.05, "rnn_relu": -0.08, "irnn": -0.03,
                "orthogonal_rnn": -0.06, "indrnn": -0.04, "lru": -0.02}
