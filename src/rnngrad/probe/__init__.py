@@ -67,6 +67,7 @@ probe_gradients job).
 
 from rnngrad.probe.gradients import probe_model
 from rnngrad.probe.jacobians import (
+    diagonal_jacobian_products,
     flatten_state,
     jacobian_products,
     layer_jacobians,
@@ -90,6 +91,7 @@ from rnngrad.probe.unroll import Unrolled, embed, layer_weights, task_loss_fn, u
 from rnngrad.probe.windows import make_windows, task_windows
 
 __all__ = ["CURVE_STATS", "TABLES", "Unrolled", "censored_log10", "censored_quantile", "curve_stats",
-           "dependency_stats", "embed", "fit_slope", "flatten_state", "gradient_horizon", "jacobian_products",
-           "layer_jacobians", "layer_weights", "log10_mean", "make_windows", "normalise", "probe_model", "probe_run",
-           "step_jacobians", "step_jacobians_autograd", "summarise_probe", "task_loss_fn", "task_windows", "unroll"]
+           "dependency_stats", "diagonal_jacobian_products", "embed", "fit_slope", "flatten_state", "gradient_horizon",
+           "jacobian_products", "layer_jacobians", "layer_weights", "log10_mean", "make_windows", "normalise",
+           "probe_model", "probe_run", "step_jacobians", "step_jacobians_autograd", "summarise_probe", "task_loss_fn",
+           "task_windows", "unroll"]
