@@ -19,8 +19,8 @@ import pandas as pd
 from rnngrad.grid import expand_grid, run_path
 
 GAMMA = {"rnn_tanh": 1.0, "rnn_sigmoid": 0.25, "rnn_relu": 1.0, "irnn": 1.0}
-# lambda_1 of the remedies (gamma = 1): orthogonal, IndRNN 2^(1/20) at bptt 20, LRU r_max.
-REMEDY_SIGMA = {"orthogonal_rnn": 1.0, "indrnn": 2.0 ** (1 / 20), "lru": 0.99}
+# lambda_1 of the remedies (gamma = 1): orthogonal, IndRNN 2^(1/20) at bptt 20, LRU r_max, S6 1 (Delta -> 0).
+REMEDY_SIGMA = {"orthogonal_rnn": 1.0, "indrnn": 2.0 ** (1 / 20), "lru": 0.99, "s6": 1.0}
 # Slope offset below the bound at initialisation, and slope after training (log10 per step).
 INIT_OFFSET = {"rnn_tanh": -0.12, "rnn_sigmoid": -0.05, "rnn_relu": -0.08, "irnn": -0.03,
                "orthogonal_rnn": -0.06, "indrnn": -0.04, "lru": -0.02}

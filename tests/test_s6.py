@@ -30,56 +30,62 @@ def windows(n=3, seed=0):
 
 
 def scan_inputs(steps, seed, dtype=torch.float64):
+    """Delta, A, B, C, x, h0 of a batch (3, 2) of H = 4 channels with N = 5 (Delta as softplus makes it)."""
     generator = torch.Generator().manual_seed(seed)
-    shape = (steps, 3, 4, 5)
-    decay = torch.rand(shape, generator=generator, dtype=dtype) * 0.3 + 0.7  # (0.7, 1): as exp(Delta A)
-    drive = torch.randn(shape, generator=generator, dtype=dtype)
-    h0 = torch.randn(shape[1:], generator=generator, dtype=dtype)
-    return decay, drive, h0
+    batch, size, state_size = (3, 2), 4, 5
 
+    def normal(*shape):
+        return torch.randn(shape, generator=generator, dtype=dtype)
 
-# ---------------------------------------------------------------- the training scan
+    delta = torch.nn.functional.softplus(normal(steps, *batch, size) - 3)
+    a = -torch.exp(normal(size, state_size))
+    return delta, a, normal(steps, *batch, state_size), normal(steps, *batch, state_size), \
+        normal(steps, *batch, size), normal(*batch, size, state_size)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 37, 500])
 def test_the_scan_equals_the_step_loop_in_values_and_gradients(steps):
+    """The fused scan against autograd through the plain loop, float64: outputs, final state, every input's
+    gradient, from a loss that reads both outputs."""
     leaves = [tensor.requires_grad_(True) for tensor in scan_inputs(steps, seed=steps)]
-    weights = torch.randn(steps, 3, 4, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    generator = torch.Generator().manual_seed(1)
+    weights = (torch.randn(steps, 3, 2, 4, generator=generator, dtype=torch.float64),
+               torch.randn(3, 2, 4, 5, generator=generator, dtype=torch.float64))
     results = []
     for scan in (selective_scan, selective_scan_loop):
-        states = scan(*leaves)
-        results.append((states.detach(), torch.autograd.grad((states * weights).sum(), leaves)))
+        y, final = scan(*leaves)
+        loss = (y * weights[0]).sum() + (final * weights[1]).sum()
+        results.append(((y.detach(), final.detach()), torch.autograd.grad(loss, leaves)))
     (ours, our_grads), (loop, loop_grads) = results
-    torch.testing.assert_close(ours, loop, rtol=1e-13, atol=1e-13)
-    for name, mine, theirs in zip(("decay", "drive", "h0"), our_grads, loop_grads):
+    for mine, theirs in zip(ours, loop):
+        torch.testing.assert_close(mine, theirs, rtol=1e-13, atol=1e-13)
+    for name, mine, theirs in zip(("delta", "a", "b", "c", "x", "h0"), our_grads, loop_grads):
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12, msg=name)
 
 
 def test_the_scan_is_stable_over_1000_steps_in_float32():
-    decay, drive, h0 = scan_inputs(1000, seed=7)
-    expected = selective_scan_loop(decay, drive, h0)
-    ours = selective_scan(decay.float(), drive.float(), h0.float())
+    inputs = scan_inputs(1000, seed=7)
+    expected, _ = selective_scan_loop(*inputs)
+    ours, _ = selective_scan(*(tensor.float() for tensor in inputs))
     assert torch.isfinite(ours).all()
-    # a contraction: float32's rounding does not accumulate beyond a few units of the state's size
+    # a contraction: float32's rounding does not accumulate over the steps
     assert (ours.double() - expected).abs().max() < 1e-5 * expected.abs().max()
 
 
-def test_the_training_module_is_the_scan_of_its_discretised_inputs():
+def test_the_training_module_with_the_scan_equals_it_with_the_loop():
     """The fused module with the scan against the same module with the plain loop (float64), gradients too."""
     model = s6_model(layers=2, seed=3).double()
     inputs = model.embedding(torch.as_tensor(windows(4, seed=2)).t())
     hidden = model.init_hidden(4)
     assert hidden.shape == (2, 4, HIDDEN * STATE)
-    outputs = []
+    results = []
     for scan in (selective_scan, selective_scan_loop):
         model.rnn.scan = scan
         output, final = model.rnn(inputs, hidden)
-        grads = torch.autograd.grad(output.square().sum(), list(model.rnn.parameters()))
-        outputs.append((output.detach(), final.detach(), grads))
-    for ours, loop in zip(*outputs):
-        for mine, theirs in zip(ours if isinstance(ours, tuple) else (ours,), loop if isinstance(loop, tuple)
-                                else (loop,)):
-            torch.testing.assert_close(mine, theirs, rtol=1e-11, atol=1e-12)
+        grads = torch.autograd.grad(output.square().sum() + final.sum(), list(model.rnn.parameters()))
+        results.append((output.detach(), final.detach(), *grads))
+    for ours, loop in zip(*results):
+        torch.testing.assert_close(ours, loop, rtol=1e-11, atol=1e-12)
 
 
 # ---------------------------------------------------------------- the discretisation

@@ -21,8 +21,8 @@ Left out of the Mamba block: the short causal conv1d before the SiLU (it would a
 non-SSM state, the last d_conv - 1 inputs, and what is measured here is the selective SSM),
 and the expansion: d_inner = H (Mamba's expand = 2), so the state is H x N. The hidden state
 passed between batches is s flattened h-major, (num_layers, batch, H * N) (Arch.state_width),
-as is the probe's state `h`. Training runs the recurrence with SelectiveScan (selective_scan), a
-step loop whose backward pass is the adjoint recurrence in closed form, in pure PyTorch.
+as is the probe's state `h`. Training runs the SSM with SelectiveScan (selective_scan): one pure
+PyTorch loop over steps with discretisation and read-out fused in, its backward pass in closed form.
 
 Init (the reference code's): A_log = log(1..N) per channel (S4D-real), D = 1, Delta's bias the
 inverse softplus of dt log-uniform in [0.001, 0.1], dt_proj_weight uniform in +-R^-1/2,
@@ -52,54 +52,81 @@ def dt_rank(hidden_size: int) -> int:
     return math.ceil(hidden_size / 16)
 
 
-class SelectiveScan(torch.autograd.Function):
-    """s_t = decay_t * s_{t-1} + drive_t (t = 0..T-1, s_{-1} = h0), with its backward pass in closed form.
+def zero_order_hold(a: torch.Tensor, delta: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> tuple:
+    """Abar = exp(Delta A) and the drive Bbar x = (exp(Delta A) - 1) / A * B * x, both (..., H, N), from
+    A (H, N), Delta and x (..., H), B (..., N): eq. 4 of the paper with A diagonal (expm1: exact as Delta -> 0)."""
+    delta_a = delta[..., :, None] * a
+    return torch.exp(delta_a), torch.expm1(delta_a) / a * b[..., None, :] * x[..., :, None]
 
-    The forward loop records no autograd graph (one fused multiply-add per step); the
-    backward pass is the adjoint recurrence delta_t = g_t + decay_{t+1} delta_{t+1}, then
-    dL/ddrive_t = delta_t, dL/ddecay_t = delta_t s_{t-1}, dL/dh0 = decay_0 delta_0.
-    decay, drive (T, ...) of one shape, h0 (...); real.
+
+class SelectiveScan(torch.autograd.Function):
+    """The selective SSM over all steps, discretisation and read-out fused in, with its backward pass
+    in closed form (what Mamba's selective_scan_fn does in CUDA, here one PyTorch loop per pass):
+
+        s_t = exp(Delta_t A) * s_{t-1} + (exp(Delta_t A) - 1) / A * B_t x_t,   y_t = C_t s_t  (s_{-1} = h0).
+
+    Only the states (T, ..., H, N) are kept for the backward pass; Abar_t and the drive are
+    formed one step at a time (materialising them for all steps costs several times the
+    memory and, on the CPU, most of the time). The backward pass runs the adjoint
+    lambda_t = dL/ds_t = C_t dL/dy_t + Abar_{t+1} lambda_{t+1} and takes every input's gradient
+    from it step by step; A's is summed over the batch once.
     """
 
     @staticmethod
-    def forward(ctx, decay, drive, h0):
-        out = torch.empty_like(drive)
+    def forward(ctx, delta, a, b, c, x, h0):
+        states = delta.new_empty(delta.shape[0], *h0.shape)
+        y = torch.empty_like(x)
         state = h0
-        for t in range(drive.shape[0]):
-            state = torch.addcmul(drive[t], decay[t], state, out=out[t])
-        ctx.save_for_backward(decay, h0, out)
-        return out
+        for t in range(delta.shape[0]):
+            decay, drive = zero_order_hold(a, delta[t], b[t], x[t])
+            state = torch.addcmul(drive, decay, state, out=states[t])
+            y[t] = torch.matmul(state, c[t][..., :, None])[..., 0]
+        ctx.save_for_backward(delta, a, b, c, x, h0, states)
+        return y, states[-1].clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        decay, h0, out = ctx.saved_tensors
-        delta = torch.empty_like(grad)
-        delta[-1] = grad[-1]
-        for t in range(grad.shape[0] - 2, -1, -1):
-            torch.addcmul(grad[t], decay[t + 1], delta[t + 1], out=delta[t])
-        grad_decay = None
-        if ctx.needs_input_grad[0]:
-            grad_decay = torch.empty_like(delta)
-            torch.mul(delta[0], h0, out=grad_decay[0])
-            torch.mul(delta[1:], out[:-1], out=grad_decay[1:])
-        grad_h0 = decay[0] * delta[0] if ctx.needs_input_grad[2] else None
-        return grad_decay, delta, grad_h0
+    def backward(ctx, grad_y, grad_final):
+        delta, a, b, c, x, h0, states = ctx.saved_tensors
+        grad_delta, grad_b, grad_c, grad_x = (torch.empty_like(value) for value in (delta, b, c, x))
+        grad_a = torch.zeros_like(h0)  # per batch element, summed at the end
+        adjoint = grad_final.clone()  # autograd passes zeros for an output the loss does not read
+        for t in range(delta.shape[0] - 1, -1, -1):
+            previous = states[t - 1] if t else h0
+            g_y = grad_y[t]
+            adjoint += g_y[..., :, None] * c[t][..., None, :]  # dL/ds_t
+            grad_c[t] = torch.matmul(g_y[..., None, :], states[t])[..., 0, :]
+            delta_a = delta[t][..., :, None] * a
+            decay = torch.exp(delta_a)
+            hold = torch.expm1(delta_a) / a  # Bbar / B
+            adjoint_hold = adjoint * hold
+            grad_b[t] = torch.matmul(x[t][..., None, :], adjoint_hold)[..., 0, :]
+            grad_x[t] = torch.matmul(adjoint_hold, b[t][..., :, None])[..., 0]
+            grad_hold = adjoint * (b[t][..., None, :] * x[t][..., :, None])
+            grad_delta_a = decay * (adjoint * previous + grad_hold / a)  # through Abar and through expm1
+            grad_delta[t] = (grad_delta_a * a).sum(-1)
+            grad_a += delta[t][..., :, None] * grad_delta_a - grad_hold * hold / a  # and through hold's 1 / A
+            adjoint *= decay  # dL/ds_{t-1} through this step
+        return grad_delta, grad_a.reshape(-1, *a.shape).sum(0), grad_b, grad_c, grad_x, adjoint
 
 
-def selective_scan(decay: torch.Tensor, drive: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    """s_t = decay_t * s_{t-1} + drive_t for every step (decay, drive (T, ...), h0 (...)) -> s (T, ...):
-    what training computes (SelectiveScan)."""
-    return SelectiveScan.apply(decay, drive, h0)
+def selective_scan(delta: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, x: torch.Tensor,
+                   h0: torch.Tensor) -> tuple:
+    """(y (T, ..., H), s_T (..., H, N)) of the selective SSM from Delta, x (T, ..., H), A (H, N), B, C (T, ..., N)
+    and h0 (..., H, N): what training computes (SelectiveScan)."""
+    return SelectiveScan.apply(delta, a, b, c, x, h0)
 
 
-def selective_scan_loop(decay: torch.Tensor, drive: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    """selective_scan by a plain step loop that autograd differentiates (its reference, and the benchmark's)."""
-    states, state = [], h0
-    for t in range(drive.shape[0]):
-        state = decay[t] * state + drive[t]
-        states.append(state)
-    return torch.stack(states)
+def selective_scan_loop(delta: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, x: torch.Tensor,
+                        h0: torch.Tensor) -> tuple:
+    """selective_scan by a plain step loop that autograd differentiates (its reference, and the benchmark's).
+    unbind, not delta[t]: indexing would make every step's backward write zeros the size of all steps."""
+    outputs, state = [], h0
+    for step_delta, step_b, step_c, step_x in zip(delta.unbind(0), b.unbind(0), c.unbind(0), x.unbind(0)):
+        decay, drive = zero_order_hold(a, step_delta, step_b, step_x)
+        state = decay * state + drive
+        outputs.append((state * step_c[..., None, :]).sum(-1))
+    return torch.stack(outputs), state
 
 
 def layer_norm(weights: dict, layer_input: torch.Tensor) -> torch.Tensor:
@@ -116,18 +143,15 @@ def ssm_inputs(weights: dict, layer_input: torch.Tensor) -> tuple:
     return x, z, delta, b, c
 
 
-def discretise(weights: dict, delta: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> tuple:
-    """Zero-order hold: Abar = exp(Delta A) and the drive Bbar x = (exp(Delta A) - 1) / A * B * x, (..., H, N)."""
-    a = -torch.exp(weights["A_log"])
-    delta_a = delta[..., :, None] * a
-    return torch.exp(delta_a), torch.expm1(delta_a) / a * b[..., None, :] * x[..., :, None]
+def state_matrix(weights: dict) -> torch.Tensor:
+    """A = -exp(A_log) (H, N): every entry negative, so exp(Delta A) < 1."""
+    return -torch.exp(weights["A_log"])
 
 
-def block_output(weights: dict, layer_input: torch.Tensor, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor,
-                 states: torch.Tensor) -> torch.Tensor:
-    """u_t + W_out((C_t s_t + D x_t) * SiLU(z_t)) from the states (..., H, N): what a layer passes up."""
-    y = (states * c[..., None, :]).sum(-1) + weights["D"] * x
-    return layer_input + F.linear(y * F.silu(z), weights["out_proj_weight"])
+def block_output(weights: dict, layer_input: torch.Tensor, x: torch.Tensor, z: torch.Tensor,
+                 readout: torch.Tensor) -> torch.Tensor:
+    """u_t + W_out((C_t s_t + D x_t) * SiLU(z_t)) from the read-out C_t s_t (..., H): what a layer passes up."""
+    return layer_input + F.linear((readout + weights["D"] * x) * F.silu(z), weights["out_proj_weight"])
 
 
 def paper_ssm_init(hidden_size: int, state_size: int, generator: torch.Generator | None = None) -> dict:
@@ -174,10 +198,10 @@ class S6(nn.Module):
         for layer in range(self.num_layers):
             w = self.weights(layer)
             x, z, delta, b, c = ssm_inputs(w, layer_input)
-            decay, drive = discretise(w, delta, b, x)
-            states = self.scan(decay, drive, hidden[layer].unflatten(-1, (self.hidden_size, self.state_size)))
-            layer_input = block_output(w, layer_input, x, z, c, states)
-            final.append(states[-1].flatten(-2))
+            h0 = hidden[layer].unflatten(-1, (self.hidden_size, self.state_size))
+            readout, state = self.scan(delta, state_matrix(w), b, c, x, h0)
+            layer_input = block_output(w, layer_input, x, z, readout)
+            final.append(state.flatten(-2))
         return layer_input, torch.stack(final)
 
 
@@ -240,7 +264,8 @@ class S6Arch(Arch):
 
     def layer_output(self, weights, layer_input, hidden):
         x, z, _, _, c = ssm_inputs(weights, layer_input)
-        return block_output(weights, layer_input, x, z, c, hidden.unflatten(-1, weights["A_log"].shape))
+        readout = (hidden.unflatten(-1, weights["A_log"].shape) * c[..., None, :]).sum(-1)
+        return block_output(weights, layer_input, x, z, readout)
 
     def step_jacobian(self, weights, prev_states, x_proj):
         """diag(exp(Delta_t A)), as its diagonal (N, H * N): the transition does not depend on the state."""
@@ -250,4 +275,4 @@ class S6Arch(Arch):
     def _discretised(weights, x_proj):
         size, state_size = weights["A_log"].shape
         delta, b, x = x_proj.split([size, state_size, size], dim=-1)
-        return discretise(weights, delta, b, x)
+        return zero_order_hold(state_matrix(weights), delta, b, x)
