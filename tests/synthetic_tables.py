@@ -19,9 +19,9 @@ import pandas as pd
 from rnngrad.grid import NOT_APPLICABLE, expand_grid, run_path
 
 GAMMA = {"rnn_tanh": 1.0, "rnn_sigmoid": 0.25, "rnn_relu": 1.0, "irnn": 1.0}
-# lambda_1 of the remedies (gamma = 1): orthogonal, IndRNN 2^(1/20) at bptt 20, LRU r_max, expRNN orthogonal,
-# minGRU's identity.
-REMEDY_SIGMA = {"orthogonal_rnn": 1.0, "indrnn": 2.0 ** (1 / 20), "lru": 0.99, "exprnn": 1.0, "mingru": 1.0}
+# lambda_1 of the remedies (gamma = 1): orthogonal, IndRNN 2^(1/20) at bptt 20, LRU r_max; expRNN orthogonal,
+# minGRU's identity and the S6's bound 1 on |exp(Delta A)|.
+REMEDY_SIGMA = {"orthogonal_rnn": 1.0, "indrnn": 2.0 ** (1 / 20), "lru": 0.99, "exprnn": 1.0, "mingru": 1.0, "s6": 1.0}
 # Slope offset below the bound at initialisation, and slope after training (log10 per step).
 INIT_OFFSET = {"rnn_tanh": -0.12, "rnn_sigmoid": -0.05, "rnn_relu": -0.08, "irnn": -0.03,
                "orthogonal_rnn": -0.06, "indrnn": -0.04, "lru": -0.02}

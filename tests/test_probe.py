@@ -4,6 +4,7 @@ closed forms, Pascanu's bound, censoring, temporal contributions, per-run tables
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pandas as pd
@@ -372,6 +373,35 @@ def test_censored_statistics_never_report_log_of_zero():
     assert stats["log10_q75"][2] == pytest.approx(-300 + 0.25 * 295)
     for column in stats.values():
         assert not np.isinf(column).any()
+
+
+def test_diagonal_jacobian_products_are_the_dense_ones_of_their_diagonal_matrices():
+    """The S6's diagonal step Jacobians: the products of their diagonals (in log space) against
+    jacobian_products of the diag_embed matrices, where the product is ordinary, where it leaves
+    float64's range (1e-200 and 1e200 per step), and where it is censored: one unit exactly zero
+    (not censored), every unit zero (-inf from then on), a NaN or inf factor (+inf from then on),
+    and whichever of zero and NaN comes first."""
+    rng = np.random.default_rng(0)
+    diagonals = torch.as_tensor(rng.uniform(-1.5, 1.5, size=(7, 9, 4)))  # lag k multiplies in step 9 - k
+    diagonals[1, 3, 0] = 0.0  # one unit at lag 6
+    diagonals[2, 5] = 0.0  # every unit at lag 4
+    diagonals[3, 4, 2] = math.nan  # lag 5
+    diagonals[4, 6, 1] = math.inf  # lag 3
+    diagonals[5, 6] = 0.0
+    diagonals[5, 3, 1] = math.nan  # zero at lag 3, then NaN at lag 6: stays -inf
+    diagonals[6, 2] = 0.0
+    diagonals[6, 7, 0] = math.nan  # NaN at lag 2, zero at lag 7: stays +inf
+    dense = probe.jacobian_products(torch.diag_embed(diagonals))
+    ours = probe.diagonal_jacobian_products(diagonals)
+    assert torch.equal(torch.isinf(ours), torch.isinf(dense)) and torch.equal(ours.sign(), dense.sign())
+    torch.testing.assert_close(ours[torch.isfinite(ours)], dense[torch.isfinite(dense)], rtol=0, atol=1e-12)
+    assert torch.isfinite(ours[:2]).all() and torch.isfinite(ours[2:, :2]).all()
+    assert ours[2, 4:].eq(-math.inf).all() and ours[3, 5:].eq(math.inf).all() and ours[4, 3:].eq(math.inf).all()
+    assert ours[5, 3:].eq(-math.inf).all() and ours[6, 2:].eq(math.inf).all()
+    extreme = torch.tensor([1e-200, 1e200], dtype=torch.float64)[:, None, None].expand(2, 6, 3)
+    expected = torch.arange(6.0, dtype=torch.float64)[None] * torch.tensor([[-200.0], [200.0]], dtype=torch.float64)
+    torch.testing.assert_close(probe.diagonal_jacobian_products(extreme), expected, rtol=0, atol=1e-9)
+    torch.testing.assert_close(probe.jacobian_products(torch.diag_embed(extreme)), expected, rtol=0, atol=1e-9)
 
 
 def test_an_underflowing_probe_is_censored_in_the_tables():

@@ -104,6 +104,18 @@ def test_probe_cost_grows_with_checkpoints():
     assert res.probe_seconds(CELL, PROBE, more, WORD) > res.probe_seconds(CELL, PROBE, TRAINING, WORD)
 
 
+def test_a_wider_state_costs_more_and_a_diagonal_jacobian_nothing_of_its_own():
+    """archs.Arch.state_width: the S6's named state is H x N wide, so its probe's unroll and its training
+    activations grow with N; its step Jacobians are diagonal (jacobian_cost 0): no S x S term."""
+    small, large = (normalise_cell(with_(CELL, arch="s6", s6_state_size=n)) for n in (4, 16))
+    for estimate in (res.probe_script_mb, res.probe_seconds):
+        assert estimate(large, PROBE, TRAINING, WORD) > estimate(small, PROBE, TRAINING, WORD)
+    assert res.training_script_mb(large, TRAINING, WORD) > res.training_script_mb(small, TRAINING, WORD)
+    without_jacobians = dict(PROBE, jacobian_windows=0)
+    assert res.probe_script_mb(large, PROBE, TRAINING, WORD) == res.probe_script_mb(large, without_jacobians,
+                                                                                   TRAINING, WORD)
+
+
 def test_requests_are_whole_minutes_and_round_megabytes():
     assert isinstance(res.training_runtime(CELL, TRAINING, WORD), int)
     assert res.training_mem_mb(CELL, TRAINING, WORD) % 100 == 0

@@ -42,6 +42,7 @@ class RNNModel(nn.Module):
         super().__init__()
         self.arch, self.hidden_size, self.num_layers = arch, hidden_size, num_layers
         self.spec = archs.get(arch)
+        self.state_width = self.spec.state_width(hidden_size, self.spec.options(options))  # H, the S6's H x N
         if input_features is None:
             self.embedding = nn.Embedding(vocab_size, hidden_size)
         else:
@@ -51,7 +52,7 @@ class RNNModel(nn.Module):
 
     def init_hidden(self, batch_size: int):
         weight = self.decoder.weight
-        return self.spec.init_hidden(weight.new_zeros(self.num_layers, batch_size, self.hidden_size))
+        return self.spec.init_hidden(weight.new_zeros(self.num_layers, batch_size, self.state_width))
 
     def forward(self, tokens: torch.Tensor, hidden):
         """tokens (T, B) (or real inputs (T, B, features)) -> logits (T, B, outputs), next hidden state."""

@@ -191,14 +191,20 @@ def training_script_mb(cell: dict, training: dict, stats: dict, optimizer_states
     params = parameter_count(cell["arch"], hidden, layers, vocab)
     weights = params * BYTES * (3 + optimizer_states)
     positions = cell["bptt"] * max(cell["batch_size"], 1)
-    activations = positions * (layers * (_gates(cell["arch"]) + 2) * hidden + 3 * vocab) * BYTES * 2
+    activations = positions * (layers * (_gates(cell["arch"]) + 2) * _state_width(cell) + 3 * vocab) * BYTES * 2
     tokens = sum(stats["n_tokens"].values()) * 8 * 2  # int64 ids, plus a copy while batching
     return BASE_MEM_MB[kind] + (weights + activations + tokens) / 2**20
 
 
-def _state_size(arch: str, hidden: int) -> int:
+def _state_width(cell: dict) -> int:
+    """The width of each named state of the cell's arch: H, the S6's H x N (archs.Arch.state_width)."""
+    spec = archs.get(cell["arch"])
+    return spec.state_width(cell["hidden_size"], spec.options(cell))
+
+
+def _state_size(cell: dict) -> int:
     """Rows of a per-step Jacobian: every named state of the arch (the LSTM's h and c)."""
-    return len(archs.get(arch).states) * hidden
+    return len(archs.get(cell["arch"]).states) * _state_width(cell)
 
 
 def probe_seconds(cell: dict, probe: dict, training: dict, stats: dict, threads: int = 1) -> float:
@@ -218,12 +224,12 @@ def probe_seconds(cell: dict, probe: dict, training: dict, stats: dict, threads:
     length = probe["burn_in"] + probe["max_lag"] + 1
     speedup = max(1, threads) ** 0.5
     flops = 6 * gates * 2 * hidden * hidden * layers  # per window and step; the logits only at the last one
-    per_window_step = (flops / (FLOPS["cpu"] / 2) + layers * gates * hidden * PROBE_ELEMENT_S) / speedup
+    per_window_step = (flops / (FLOPS["cpu"] / 2) + layers * gates * _state_width(cell) * PROBE_ELEMENT_S) / speedup
     chunks = math.ceil(probe["windows"] / PROBE_CHUNK)
     unroll = probe["windows"] * length * per_window_step + chunks * length * layers * (1 + gates) * PROBE_STEP_S
     jacobian_windows = min(probe.get("jacobian_windows", 0), PROBE_CHUNK, probe["windows"])
     jacobians = jacobian_windows * (probe["max_lag"] + 1) * layers
-    jacobian = jacobians * JACOBIAN_S * archs.get(arch).jacobian_cost * _state_size(arch, hidden) ** 2.5 / speedup
+    jacobian = jacobians * JACOBIAN_S * archs.get(arch).jacobian_cost * _state_size(cell) ** 2.5 / speedup
     return STARTUP_S + checkpoints * (PROBE_CHECKPOINT_S + unroll + jacobian)
 
 
@@ -251,10 +257,10 @@ def probe_script_mb(cell: dict, probe: dict, training: dict, stats: dict) -> flo
     params = parameter_count(arch, hidden, layers, vocab)
     length = probe["burn_in"] + probe["max_lag"] + 1
     chunk = min(probe["windows"], PROBE_CHUNK)
-    graph = chunk * length * layers * (gates + 1) * PROBE_TENSORS * hidden * BYTES_PROBE
+    graph = chunk * length * layers * (gates + 1) * PROBE_TENSORS * _state_width(cell) * BYTES_PROBE
     logits = chunk * vocab * BYTES_PROBE * 3
     jacobian_windows = min(probe.get("jacobian_windows", 0), JACOBIAN_CHUNK)
-    jacobians = jacobian_windows * (probe["max_lag"] + 1) * _state_size(arch, hidden) ** 2 * BYTES_PROBE \
+    jacobians = jacobian_windows * (probe["max_lag"] + 1) * _state_size(cell) ** 2 * BYTES_PROBE \
         * archs.get(arch).jacobian_tensors
     tokens = stats["n_tokens"][probe.get("split", "valid")] * 8
     return BASE_MEM_MB["cpu"] + (params * BYTES_PROBE * 3 + graph + logits + jacobians + tokens) / 2**20

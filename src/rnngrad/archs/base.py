@@ -16,15 +16,16 @@ A subclass (one file per arch, registered with `rnngrad.archs.register`) gives, 
   whose largest singular value is Pascanu's lambda_1, `gates` their stacked blocks,
   `parameter_groups()` the optimizer's groups (a group's `lr_scale` scales its learning rate);
 - the probe, in float64 on one layer's weights (`layer_weights`): the state layout `states`
-  (named states of width H; `complex_state`), and one step split in two so that the probe
-  can perturb the recurrent pre-activation e_t: `recurrent_input(w, h_{t-1})` gives e_t,
+  (named states, each of width `state_width()`: H unless the arch says otherwise;
+  `complex_state`), and one step split in two so that the probe can perturb the recurrent
+  pre-activation e_t: `recurrent_input(w, h_{t-1})` gives e_t,
   `update(w, x_proj_t, state_{t-1}, e_t, probe)` the new state tuple. An arch with several
   named states passes each through `probe(name, value)` when it computes it (so the
   probe's gradient is the total derivative); a single-state arch may ignore `probe`.
-  `step_jacobian` is an optional closed form of d state_t / d state_{t-1}; without one the
-  probe takes torch.func's. `diagonal`: e_t acts unit by unit (its temporal contribution is
-  elementwise); `gamma`: the bound on the activation's derivative where Pascanu's bound
-  applies, None where it does not;
+  `step_jacobian` is an optional closed form of d state_t / d state_{t-1} (dense, or its
+  diagonal where the Jacobian is diagonal); without one the probe takes torch.func's.
+  `diagonal`: e_t acts unit by unit (its temporal contribution is elementwise); `gamma`: the
+  bound on the activation's derivative where Pascanu's bound applies, None where it does not;
 - resource estimates: `square_matrices` and `vectors` (H x H matrices and H-vectors per
   layer), `jacobian_cost` and `jacobian_tensors` (rnngrad.resources).
 
@@ -102,8 +103,14 @@ class Arch:
         `steps`: what backpropagation unrolls (bptt, or a task's whole sequence)."""
         raise NotImplementedError
 
+    def state_width(self, hidden_size: int, options: dict) -> int:
+        """The width of each named state (and of the hidden state between batches) at hidden size H
+        and this arch's `options` (defaults filled in): H, unless the state is wider than what a
+        layer passes up (the S6's H x N SSM state)."""
+        return hidden_size
+
     def init_hidden(self, zeros: torch.Tensor):
-        """The training module's initial hidden state from zeros (layers, batch, H)."""
+        """The training module's initial hidden state from zeros (layers, batch, state_width)."""
         return zeros
 
     def initialise(self, model, generator: torch.Generator, cell: dict, task_run: bool) -> None:
@@ -159,7 +166,8 @@ class Arch:
         return hidden
 
     def step_jacobian(self, weights: dict, prev_states: torch.Tensor, x_proj: torch.Tensor) -> torch.Tensor | None:
-        """Closed-form d s_t / d s_{t-1} (N, S, S) of flattened states, or None: the probe takes torch.func's."""
+        """Closed-form d s_t / d s_{t-1} (N, S, S) of flattened states, or its diagonal (N, S) where the
+        Jacobian is exactly diagonal, or None: the probe takes torch.func's."""
         return None
 
     def step(self, weights: dict, x_proj: torch.Tensor, state: tuple, probe=None) -> tuple:

@@ -40,9 +40,14 @@ Definition (docs/probe.md and the report repeat it):
   `h` is the complex recurrent state x_t, a real 2N vector (Re, Im) for every norm;
   complex128 inside the cell; `e` is added to lambda * x_{t-1}; the per-step Jacobian of
   the state, diag(lambda) as a real 2N x 2N matrix, does not depend on the input, so a
-  one-layer LRU's dL_T/dx_{T-k} is exactly conj(lambda)^k dL_T/dx_T per unit. For the
+  one-layer LRU's dL_T/dx_{T-k} is exactly conj(lambda)^k dL_T/dx_T per unit. s6: the state
+  `h` is the SSM state s_t (H x N, flattened; Arch.state_width), `e` is s_{t-1} itself (the
+  transition exp(Delta_t A) depends on the input), and the per-step Jacobian diag(exp(Delta_t A))
+  is given as its diagonal, its products taken unit by unit in log space. For the
   diagonal recurrences (indrnn, lru) the part of dL_T/du (dL_T/dlambda) from step T-k is
-  the elementwise product (dL_T/de_{T-k}) * h_{T-k-1}: its norm is the contribution.
+  the elementwise product (dL_T/de_{T-k}) * h_{T-k-1}: its norm is the contribution; for
+  the s6 that product is dL_T/d(Delta_{T-k} A), the part of the gradient with respect to the
+  log of step T-k's transition.
 - Task runs (rnngrad.tasks): the windows are the first `windows` sequences of the task's
   fixed test set, read from a zero state without burn-in. The loss is ONE output step's,
   as for a corpus, so that lag k is a distance from the step whose loss it is: adding, the
@@ -67,6 +72,7 @@ probe_gradients job).
 
 from rnngrad.probe.gradients import probe_model
 from rnngrad.probe.jacobians import (
+    diagonal_jacobian_products,
     flatten_state,
     jacobian_products,
     layer_jacobians,
@@ -90,6 +96,7 @@ from rnngrad.probe.unroll import Unrolled, embed, layer_weights, task_loss_fn, u
 from rnngrad.probe.windows import make_windows, task_windows
 
 __all__ = ["CURVE_STATS", "TABLES", "Unrolled", "censored_log10", "censored_quantile", "curve_stats",
-           "dependency_stats", "embed", "fit_slope", "flatten_state", "gradient_horizon", "jacobian_products",
-           "layer_jacobians", "layer_weights", "log10_mean", "make_windows", "normalise", "probe_model", "probe_run",
-           "step_jacobians", "step_jacobians_autograd", "summarise_probe", "task_loss_fn", "task_windows", "unroll"]
+           "dependency_stats", "diagonal_jacobian_products", "embed", "fit_slope", "flatten_state", "gradient_horizon",
+           "jacobian_products", "layer_jacobians", "layer_weights", "log10_mean", "make_windows", "normalise",
+           "probe_model", "probe_run", "step_jacobians", "step_jacobians_autograd", "summarise_probe", "task_loss_fn",
+           "task_windows", "unroll"]

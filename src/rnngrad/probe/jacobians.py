@@ -39,7 +39,8 @@ def step_jacobians_autograd(arch: str, weights: dict, prev_states, x_proj: torch
 
 
 def step_jacobians(arch: str, weights: dict, prev_states, x_proj: torch.Tensor) -> torch.Tensor:
-    """Per-step Jacobians d s_t / d s_{t-1} of one layer, (N, S, S), S = H x named states (x 2 if complex).
+    """Per-step Jacobians d s_t / d s_{t-1} of one layer, (N, S, S), S = state width x named states (x 2 if
+    complex); or their diagonals (N, S), where the arch's closed form says the Jacobian is diagonal (the S6).
 
     prev_states: (N, S) flattened states s_{t-1} (flatten_state); x_proj: (N, G*H) input
     projections of step t. The arch's closed form where it gives one (far cheaper than
@@ -77,10 +78,28 @@ def jacobian_products(jacobians: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, dim=1)
 
 
+def diagonal_jacobian_products(diagonals: torch.Tensor) -> torch.Tensor:
+    """jacobian_products of diagonal Jacobians, given their diagonals (W, K+1, S), t-ordered: exactly
+    log10 max_i |prod_k d_ik|, each unit's product summed in log space (no under- or overflow).
+
+    Censored as jacobian_products censors: a product that is exactly zero in every unit gives -inf
+    from then on, a non-finite factor +inf from then on, whichever comes first.
+    """
+    factors = diagonals[:, 1:].flip(1)  # lag k multiplies in the Jacobian of step T-k+1, k = 1..K
+    finite = torch.isfinite(factors)
+    logs = torch.where(finite, torch.log10(factors.abs()), 0.0)  # an exact zero: -inf, and so it stays
+    products = torch.cumsum(logs, dim=1).amax(dim=-1)
+    broken = (~finite).any(dim=-1).cummax(dim=1).values
+    dead_first = ((products == -math.inf) & ~broken).cummax(dim=1).values
+    products = torch.where(dead_first, -math.inf, torch.where(broken, math.inf, products))
+    return torch.cat([products.new_zeros(len(products), 1), products], dim=1)  # lag 0: ||I|| = 1
+
+
 def layer_jacobians(arch: str, weights: list, unrolled: Unrolled, n_windows: int,
                      windows_per_chunk: int = 4) -> dict[str, np.ndarray]:
     """Jacobian products and per-step norms of every layer, a few windows at a time
-    (an LSTM's (K+1) x 2H x 2H Jacobians per window are large)."""
+    (an LSTM's (K+1) x 2H x 2H Jacobians per window are large). A diagonal Jacobian's norm is
+    its largest |entry|."""
     products, step_norms = [], []
     for layer, w in enumerate(weights):
         def flat(state):
@@ -94,8 +113,12 @@ def layer_jacobians(arch: str, weights: list, unrolled: Unrolled, n_windows: int
             windows, steps = chunk_prev.shape[:2]
             jac = step_jacobians(arch, w, chunk_prev.flatten(0, 1), chunk_x.flatten(0, 1))
             jac = jac.view(windows, steps, *jac.shape[1:])
-            layer_norms.append(torch.linalg.matrix_norm(jac, ord=2).flatten())
-            layer_products.append(jacobian_products(jac))
+            if jac.dim() == 3:  # diagonals (windows, steps, S)
+                layer_norms.append(jac.abs().amax(dim=-1).flatten())
+                layer_products.append(diagonal_jacobian_products(jac))
+            else:
+                layer_norms.append(torch.linalg.matrix_norm(jac, ord=2).flatten())
+                layer_products.append(jacobian_products(jac))
         step_norms.append(torch.cat(layer_norms))
         products.append(torch.cat(layer_products))
     return {"jacobian": torch.stack(products).numpy(), "step_jacobian": torch.stack(step_norms).numpy()}

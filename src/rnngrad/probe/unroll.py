@@ -80,7 +80,7 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
     x = embed(model, inputs)
 
     def zero_state():
-        zeros = x.new_zeros(n_windows, model.hidden_size)
+        zeros = x.new_zeros(n_windows, model.state_width)
         if spec.complex_state:
             zeros = torch.complex(zeros, zeros)
         return tuple(zeros.clone() if i else zeros for i in range(len(spec.states)))
@@ -112,8 +112,8 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
                 layer_input = spec.layer_output(w, layer_input, torch.stack(outputs))
             prev_state.append(state)
 
-    hidden_size, kinds = model.hidden_size, spec.states + ("e",)
-    probes = {"x": probe("x", 0, hidden_size), **{kind: [] for kind in kinds}}
+    width, kinds = model.state_width, spec.states + ("e",)
+    probes = {"x": probe("x", 0, model.hidden_size), **{kind: [] for kind in kinds}}
     layer_input = x[burn_in:] + probes["x"]
     hidden, prev_hidden, x_proj, states = [], [], [], []
     for layer, w in enumerate(weights):
@@ -122,7 +122,7 @@ def unroll(model, tokens: torch.Tensor, burn_in: int, weights: list | None = Non
         # every step's backward write a zero tensor the size of all steps).
         projected_steps = projected.unbind(0)
         state = prev_state[layer]
-        layer_probes = {kind: probe(kind, layer, len(spec.gates) * hidden_size if kind == "e" else hidden_size)
+        layer_probes = {kind: probe(kind, layer, len(spec.gates) * width if kind == "e" else width)
                         for kind in kinds}
         steps_of = {kind: leaf.unbind(0) for kind, leaf in layer_probes.items()}
         outputs, layer_states = [], []
