@@ -3,7 +3,8 @@
     python benchmarks/training_speed.py                 # PTB-small word size and char size
     python benchmarks/training_speed.py --threads 2 --repeats 5
     python benchmarks/training_speed.py --wall          # wall clock, 1 and 2 threads, job environment
-    python benchmarks/training_speed.py --remedies      # orthogonal RNN, IndRNN, LRU against nn.RNN; LRU recurrence
+    python benchmarks/training_speed.py --remedies      # every remedy against nn.RNN; the LRU's training step
+    python benchmarks/training_speed.py --scans         # each linear recurrence's scan against its step loop
     python benchmarks/training_speed.py --tasks         # long-range task runs (adding, copy at T = 100)
 
 "ours" is rnngrad.training.Trainer.run (forward, backward, clipping, SGD, per-step
@@ -38,19 +39,25 @@ own loop gets). Goal: ours(job)/bare(plain) >= 0.95 for a job alone; with concur
 jobs, the summed tokens/s of every job. `--envs` adds environments to compare (e.g.
 `passive` = OMP_WAIT_POLICY=PASSIVE for every multi-thread job, the old behaviour).
 
-`--remedies` times our training loop (CPU time, as the default table) for the later
-remedies (orthogonal RNN, IndRNN, LRU) against the tanh nn.RNN of the same size, all in
-one run, alternating, median over `--repeats`. Then the LRU's linear recurrence: a
-training step with rnngrad.archs.lru.linear_recurrence (what training uses: no autograd graph
-per step, the backward pass in closed form) against the same step with autograd through
-a Python loop over time steps (linear_loop), and the recurrence alone (forward + backward
-of x_t = lambda x_{t-1} + b_t, batch 20, N = 200, complex64) at several sequence lengths.
+`--remedies` times our training loop (CPU time, as the default table) for every remedy
+(archs.in_family("remedy"): orthogonal RNN, IndRNN, LRU, expRNN, antisymmetric RNN, LEM,
+minGRU, S6) against the tanh nn.RNN of the same size, all in one run, alternating, median
+over `--repeats`. Then a training step of the LRU with rnngrad.archs.lru.linear_recurrence
+(what training uses: no autograd graph per step, the backward pass in closed form) against
+the same step with autograd through a Python loop over time steps (linear_loop).
+
+`--scans` times each recurrence that is linear in its state, alone (forward + backward,
+batch 32, H = 64, CPU time, median of `--repeats`) at T = 100, 500, 1000: the LRU's
+linear_recurrence, the minGRU's log-space parallel scan (mingru_scan) and the S6's
+selective_scan (closed-form backward, states only kept), each against its own step loop
+through autograd (linear_loop, mingru_loop, selective_scan_loop).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -63,6 +70,8 @@ import torch.nn.functional as F
 
 from rnngrad import archs, tasks
 from rnngrad.archs.lru import linear_recurrence
+from rnngrad.archs.mingru import mingru_loop, mingru_scan
+from rnngrad.archs.s6 import selective_scan, selective_scan_loop
 from rnngrad.config import validate_config
 from rnngrad.grid import normalise_cell
 from rnngrad.model import build_model
@@ -277,19 +286,57 @@ def linear_loop(lam: torch.Tensor, inputs: torch.Tensor, h0: torch.Tensor) -> to
     return torch.stack(outputs)
 
 
-def recurrence_seconds(recurrence, steps: int, size: int, repeats: int, batch: int = 20) -> float:
-    """Median CPU seconds of forward + backward of x_t = lambda x_{t-1} + b_t over `steps` steps."""
-    generator = torch.Generator().manual_seed(0)
+def lru_inputs(steps: int, batch: int, size: int, generator: torch.Generator) -> tuple:
+    """lambda (N,), b_t (T, B, N) complex64, h0: the LRU's recurrence x_t = lambda x_{t-1} + b_t."""
     lam = torch.polar(torch.rand(size, generator=generator) * 0.99, torch.rand(size, generator=generator) * 6.28)
-    lam.requires_grad_(True)
-    inputs = torch.randn(steps, batch, size, dtype=torch.complex64, generator=generator).requires_grad_(True)
-    h0 = torch.zeros(batch, size, dtype=torch.complex64)
+    inputs = torch.randn(steps, batch, size, dtype=torch.complex64, generator=generator)
+    return lam, inputs, torch.zeros(batch, size, dtype=torch.complex64)
+
+
+def mingru_inputs(steps: int, batch: int, size: int, generator: torch.Generator) -> tuple:
+    """Gate and candidate pre-activations (T, B, H), h0 (B, H)."""
+    return (torch.randn(steps, batch, size, generator=generator),
+            torch.randn(steps, batch, size, generator=generator), torch.rand(batch, size, generator=generator))
+
+
+def s6_inputs(steps: int, batch: int, size: int, generator: torch.Generator, state_size: int = 16) -> tuple:
+    """Delta (T, B, H) in Mamba's [0.001, 0.1], A = -(1..N) (H, N), B_t, C_t (T, B, N), x (T, B, H), h0 (B, H, N)."""
+    delta = torch.exp(torch.empty(steps, batch, size).uniform_(math.log(1e-3), math.log(0.1), generator=generator))
+    a = -torch.arange(1, state_size + 1, dtype=torch.float32).expand(size, state_size).clone()
+    return (delta, a, torch.randn(steps, batch, state_size, generator=generator),
+            torch.randn(steps, batch, state_size, generator=generator), torch.randn(steps, batch, size,
+                                                                                     generator=generator),
+            torch.zeros(batch, size, state_size))
+
+
+# name: (training's recurrence, its step loop, the inputs both take)
+SCANS = {"lru": (linear_recurrence, linear_loop, lru_inputs), "mingru": (mingru_scan, mingru_loop, mingru_inputs),
+         "s6": (selective_scan, selective_scan_loop, s6_inputs)}
+
+
+def recurrence_seconds(recurrence, make_inputs, steps: int, repeats: int, batch: int = 32, size: int = 64) -> float:
+    """Median CPU seconds of forward + backward of `recurrence` over `steps` steps (every input requires grad)."""
+    inputs = [value.requires_grad_(True) for value in make_inputs(steps, batch, size, torch.Generator().manual_seed(0))]
     times = []
     for _ in range(repeats + 1):  # the first is a warm-up
         start = time.process_time()
-        recurrence(lam, inputs, h0).abs().sum().backward()
+        output = recurrence(*inputs)
+        output = output[0] if isinstance(output, tuple) else output
+        output.abs().sum().backward()
         times.append(time.process_time() - start)
     return statistics.median(times[1:])
+
+
+def scans(args) -> None:
+    """Each linear recurrence's training path against its step loop, alone, at T = 100, 500, 1000."""
+    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}, CPU ms of forward + "
+          "backward, batch 32, H = 64")
+    print(f"{'arch':<8} {'steps':>6} {'scan ms':>9} {'loop ms':>9} {'loop/scan':>9}")
+    for name, (scan, loop, make_inputs) in SCANS.items():
+        for steps in (100, 500, 1000):
+            fast = recurrence_seconds(scan, make_inputs, steps, args.repeats)
+            slow = recurrence_seconds(loop, make_inputs, steps, args.repeats)
+            print(f"{name:<8} {steps:>6} {1e3 * fast:>9.1f} {1e3 * slow:>9.1f} {slow / fast:>9.2f}", flush=True)
 
 
 def remedies(args) -> None:
@@ -324,12 +371,6 @@ def remedies(args) -> None:
             runs["loop"].append(bare(cell, ids, vocab, shape["steps"], recurrence=linear_loop))
         fast, loop = statistics.median(runs["ours"]), statistics.median(runs["loop"])
         print(f"{size:<10} {fast:>10,.0f} {loop:>10,.0f} {fast / loop:>9.2f}", flush=True)
-    print("\nThe recurrence alone (forward + backward, batch 20, N = 200, complex64): CPU ms")
-    print(f"{'steps':>6} {'ours ms':>9} {'loop ms':>9} {'loop/ours':>9}")
-    for steps in (35, 100, 500, 1000):
-        fast = recurrence_seconds(linear_recurrence, steps, 200, args.repeats)
-        loop = recurrence_seconds(linear_loop, steps, 200, args.repeats)
-        print(f"{steps:>6} {1e3 * fast:>9.2f} {1e3 * loop:>9.2f} {loop / fast:>9.2f}", flush=True)
 
 
 def main(argv=None):
@@ -342,7 +383,8 @@ def main(argv=None):
     parser.add_argument("--tasks", action="store_true", help="long-range task runs (sizes: adding, copy)")
     parser.add_argument("--wall", action="store_true", help="wall clock, in the job's environment")
     parser.add_argument("--remedies", action="store_true",
-                        help="orthogonal RNN, IndRNN, LRU against nn.RNN of the same size; the LRU's recurrence")
+                        help="every remedy against nn.RNN of the same size; the LRU's training step")
+    parser.add_argument("--scans", action="store_true", help="each linear recurrence's scan against its step loop")
     parser.add_argument("--cores", type=int, default=8, help="--wall: the `snakemake --cores` to emulate")
     parser.add_argument("--envs", nargs="+", default=["plain"], help=f"any of {list(ENVIRONMENTS)} or NAME:VAR=VALUE")
     parser.add_argument("--worker", choices=["ours", "bare"], help=argparse.SUPPRESS)
@@ -364,6 +406,8 @@ def main(argv=None):
     if args.remedies:
         args.sizes = args.sizes or ["ptb-small", "char"]
         return remedies(args)
+    if args.scans:
+        return scans(args)
     if args.tasks:
         args.archs, args.sizes = args.archs or ["rnn_tanh", "irnn", "lstm", "gru"], args.sizes or list(TASK_SIZES)
         return task_speeds(args)

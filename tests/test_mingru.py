@@ -1,6 +1,6 @@
 """The minGRU's theory (rnngrad.archs.mingru), against computations independent of its code.
 
-- The log-space parallel scan (the training path) and the step loop against a recurrence
+- The log-space parallel scan (the GPU training path) and the step loop (the CPU one) against a recurrence
   written here, values and gradients in float64, from random and zero h_0; finite gradients
   in float32 on long sequences with saturated gates, and from h_0 = 0.
 - The recurrence is linear and diagonal in h with gates that read x_t alone: the probe's

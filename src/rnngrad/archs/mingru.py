@@ -8,9 +8,12 @@ Layer k, input u_t (H), state h_t (H), parameters `<name>_l{k}`:
     out_t = u_t + out_weight h_t + out_bias                             out_weight (H, H), out_bias (H)
 with g(x) = x + 0.5 for x >= 0, sigmoid(x) below: the paper's log-space version, whose
 candidates and so states stay positive (h_0 >= 0). The gates read x_t alone, so the
-recurrence is linear and diagonal in h: training computes up to SCAN_CHUNK steps at once
-with the paper's log-space parallel scan (mingru_scan, with the carried h_0 added outside
-the logarithms); mingru_loop is the same recurrence step by step, with the same signature.
+recurrence is linear and diagonal in h: on a GPU training computes up to SCAN_CHUNK steps
+at once with the paper's log-space parallel scan (mingru_scan, with the carried h_0 added
+outside the logarithms); on the CPU it runs mingru_loop, the same recurrence step by step
+with the same signature, because there the scan's logcumsumexp (its backward above all)
+made a training step 5x slower than the loop at T = 100-1000
+(`python benchmarks/training_speed.py --scans`, docs/performance.md).
 
 The block is the authors' selective-copying model's (BorealisAI/minRNNs, models/model.py
 with configs/selective_copy.yaml: RMSNorm, minGRU, residual; no convolution, no
@@ -121,7 +124,7 @@ class MinGRU(nn.Module):
             self.register_parameter(f"norm_weight_l{layer}", nn.Parameter(torch.ones(vector)))
             uniform_parameters(self, {f"{name}_l{layer}": matrix if name.endswith("weight") else vector
                                       for name in PARAMETERS[1:]}, hidden_size)
-        self.recurrence = mingru_scan
+        self.recurrence = None  # by device (the module docstring); a benchmark may set one
 
     def weights(self, layer: int) -> dict[str, torch.Tensor]:
         return {name: getattr(self, f"{name}_l{layer}") for name in PARAMETERS}
@@ -131,7 +134,8 @@ class MinGRU(nn.Module):
         for layer in range(self.num_layers):
             w = self.weights(layer)
             gate, candidate = gate_and_candidate(w, layer_input).chunk(2, dim=-1)
-            states = self.recurrence(gate, candidate, hidden[layer])
+            recurrence = self.recurrence or (mingru_scan if gate.is_cuda else mingru_loop)
+            states = recurrence(gate, candidate, hidden[layer])
             layer_input = block_output(w, layer_input, states)
             final.append(states[-1])
         return layer_input, torch.stack(final)
