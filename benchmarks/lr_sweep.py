@@ -53,7 +53,8 @@ def table(rows: list[dict]) -> str:
             elif row["status"] != "ok":
                 cells.append(f"div@{row['diverged_step']}")
             else:
-                cells.append(f"{row['valid_ppl']:.0f}" + ("*" if rate == best else ""))
+                shown = f"{row['valid_ppl']:.0f}" if row["valid_ppl"] < 1e5 else f"{row['valid_ppl']:.1e}"
+                cells.append(shown + ("*" if rate == best else ""))
         lines.append(f"{label:<44}" + "".join(f"{cell:>12}" for cell in cells))
     return "\n".join(lines)
 

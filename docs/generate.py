@@ -205,18 +205,26 @@ def arch_keys(arch: str) -> tuple[list[str], dict]:
     return reads + list(spec.hyperparameters), fixed
 
 
-def _symbolic(size: int, hidden: int) -> str:
-    return "H" if size == hidden else f"{size // hidden}H"
+def _symbolic(small: int, large: int) -> str:
+    """One dimension as a H + b from its sizes at H = HIDDEN_SIZES ("4H", "H", "16" for the S6's state size)."""
+    slope = (large - small) // (HIDDEN_SIZES[1] - HIDDEN_SIZES[0])
+    offset = small - slope * HIDDEN_SIZES[0]
+    term = "" if slope == 0 else "H" if slope == 1 else f"{slope}H"
+    return term + (f" + {offset}" if term and offset else "" if term else str(offset))
+
+
+HIDDEN_SIZES = (5, 7)  # two sizes, so that a dimension's dependence on H shows
 
 
 def checkpoint_tensors(arch: str) -> list[str]:
-    """`rnn.*` names of layer k in a checkpoint, with shapes in units of H (hidden_size)."""
+    """`rnn.*` names of layer k in a checkpoint, with shapes in terms of H (hidden_size), default hyperparameters."""
     from rnngrad.model import build_model
 
-    hidden = 5
-    state = build_model(arch, vocab_size=11, hidden_size=hidden, num_layers=1).plain_state_dict()
-    return [f"`{name.replace('_l0', '_l{k}')}` ({', '.join(_symbolic(n, hidden) for n in value.shape)})"
-            for name, value in state.items() if name.startswith("rnn.")]
+    small, large = (build_model(arch, vocab_size=11, hidden_size=hidden, num_layers=1).plain_state_dict()
+                    for hidden in HIDDEN_SIZES)
+    return [f"`{name.replace('_l0', '_l{k}')}` ("
+            + ", ".join(_symbolic(a, b) for a, b in zip(value.shape, large[name].shape)) + ")"
+            for name, value in small.items() if name.startswith("rnn.")]
 
 
 def architectures_table(schema: dict | None = None) -> str:

@@ -87,7 +87,7 @@ def run_files(name):
 
 
 wildcard_constraints:
-    run=r"(?:task~[^/]+/T~[^/]+/)?arch~[^/]+(?:/[a-z_]+~[^/]+)*",  # key~value dirs; values may hold dots (init_scale~0.5)
+    run=r"(?:task~[^/]+/T~[^/]+/)?arch~[^/]+(?:/[a-z][a-z0-9_]*~[^/]+)*",  # key~value dirs (s6_state_size~4); values may hold dots
     corpus="[A-Za-z0-9_.-]+",
     split="train|valid|test",
     level="word|char",
