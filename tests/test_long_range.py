@@ -424,12 +424,13 @@ def test_the_long_range_table_lists_seeds_in_order_and_counts_the_solved(tmp_pat
 # ---------------------------------------------------------------- the pipeline
 
 
-@pytest.mark.parametrize("name", ["test_long_range.yaml", "long_range.yaml", "test_remedies.yaml", "remedies.yaml"])
+@pytest.mark.parametrize("name", ["test_long_range.yaml", "long_range.yaml", "test_remedies.yaml", "remedies.yaml",
+                                  "test_since_2017.yaml", "since_2017.yaml"])
 def test_dry_run_of_the_task_configs(tmp_path, name):
     config = validate_config(yaml.safe_load((ROOT / "config" / name).read_text()))
     done = run_snakemake(tmp_path, "--dry-run", "--configfile", str(ROOT / "config" / name), cores=1, timeout=300)
     jobs = job_counts(done.stdout)
-    cells = expand_grid(config["grid"], config["exclude"], config["task"])
+    cells = expand_grid(config["grid"], config["exclude"], config["task"], config["arch_grid"])
     assert jobs["train_model"] == jobs["probe_gradients"] == len(cells)
     assert jobs["plot_figure"] == len(TASK_FIGURES) and "download_corpus" not in jobs
 

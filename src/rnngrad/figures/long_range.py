@@ -139,7 +139,8 @@ def learnable_dependency_length(runs):
              Line2D([], [], color="0.3", linestyle=":", label="adding solved (MSE 0.01)"),
              Line2D([], [], color="0.3", marker="o", linestyle="none", label="solved"),
              Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none", label="not solved")]
-    axes.flat[len(tasks) - 1].legend(handles=arch_handles(present, extra), loc="lower right", fontsize=6)
+    # outside the panels: a dozen archs' entries would cover the points of the last one
+    fig.legend(handles=arch_handles(present, extra), loc="outside right upper", fontsize=6)
     footer(fig, join_notes("Each point one seed (final checkpoint), line through the median over seeds; filled: "
                            "solved (adding: test MSE < 0.01; copy, selective copying: >= 99% of the recalled "
                            "symbols right)",

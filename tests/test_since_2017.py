@@ -1,0 +1,72 @@
+"""The remedies since 2017 in the pipeline: config/test_since_2017.yaml end to end (every new arch
+trained and probed on the three long-range tasks, in the table and every task figure in its colour,
+the dependency of selective copying read per sequence), and config/since_2017.yaml, the measured
+grid, is what the issue asks."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from conftest import ROOT, run_snakemake  # noqa: E402
+from test_remedies import assert_names_the_remedies_in_their_colours  # noqa: E402
+
+from rnngrad import archs, figures  # noqa: E402
+from rnngrad.config import validate_config  # noqa: E402
+from rnngrad.figures import style  # noqa: E402
+from rnngrad.grid import expand_grid  # noqa: E402
+
+SINCE_2017 = ("exprnn", "antisymmetric_rnn", "lem", "mingru", "s6")
+TASKS = ("adding", "copy", "selective_copy")
+
+
+def load(name: str) -> dict:
+    return validate_config(yaml.safe_load((ROOT / "config" / name).read_text()))
+
+
+def test_the_measured_config_has_every_arch_on_the_three_tasks():
+    config = load("since_2017.yaml")
+    seed_archs = {"rnn_tanh", "irnn", "lstm", "gru"}
+    assert seed_archs | {"orthogonal_rnn", "indrnn", "lru"} | set(SINCE_2017) == set(config["grid"]["arch"])
+    assert set(config["task"]["name"]) == set(TASKS)
+    cells = expand_grid(config["grid"], config["exclude"], config["task"], config["arch_grid"])
+    for task in TASKS:
+        assert {cell["arch"] for cell in cells if cell["task"] == task} == set(config["grid"]["arch"]), task
+        assert len({cell["T"] for cell in cells if cell["task"] == task}) >= 2, "a separation needs two T"
+
+
+@pytest.mark.slow
+def test_the_tiny_since_2017_pipeline_trains_probes_and_draws_every_new_arch(tmp_path):
+    name = ROOT / "config" / "test_since_2017.yaml"
+    run_snakemake(tmp_path, "--configfile", str(name))
+    config = load("test_since_2017.yaml")
+    tables = tmp_path / config["results_dir"] / "tables"
+    runs = pd.read_csv(tables / "runs.csv")
+    assert len(runs) == len(expand_grid(config["grid"], config["exclude"], config["task"])) == 21
+    assert (runs["status"] == "ok").all()
+    summary = pd.read_csv(tables / "gradient_summary.csv")
+    for arch in SINCE_2017:
+        for task in TASKS:
+            probed = summary[(summary["arch"] == arch) & (summary["task"] == task) & (summary["state"] == "h")]
+            assert len(probed) and np.isfinite(probed["dep_lag_median"]).all(), (arch, task)
+    # selective copying: each sequence's own lag of its last symbol, within [copy_length + 1, T + 1]
+    selective = summary[(summary["task"] == "selective_copy") & (summary["state"] == "h")]
+    assert (selective["dep_lag_min"] >= 4).all() and (selective["dep_lag_max"] <= 9).all()
+    assert (selective["dep_lag_min"] < selective["dep_lag_max"]).any(), "the lag varies from sequence to sequence"
+    lem = summary[(summary["arch"] == "lem")]
+    assert set(lem["state"]) == {"h", "z"}, "both of LEM's states probed"
+    assert set(pd.read_csv(tables / "long_range.csv")["task"]) == set(TASKS)
+    for figure_name in figures.figures_for("task"):
+        spec = figures.FIGURES[figure_name]
+        assert (tables.parent / "figures" / f"{figure_name}.png").stat().st_size > 5_000
+        frames = {table: pd.read_csv(tables / f"{table}.csv", low_memory=False) for table in spec.tables}
+        with plt.rc_context(style.RC):
+            fig = spec.function(**frames)
+        assert_names_the_remedies_in_their_colours(fig, figure_name, remedies=SINCE_2017)
+        plt.close(fig)
+    assert all(archs.get(arch).family == "remedy" for arch in SINCE_2017)
