@@ -59,7 +59,7 @@ def test_the_tiny_since_2017_pipeline_trains_probes_and_draws_every_new_arch(tmp
     assert (selective["dep_lag_min"] >= 4).all() and (selective["dep_lag_max"] <= 9).all()
     assert (selective["dep_lag_min"] < selective["dep_lag_max"]).any(), "the lag varies from sequence to sequence"
     lem = summary[(summary["arch"] == "lem")]
-    assert set(lem["state"]) == {"h", "z"}, "both of LEM's states probed"
+    assert {"h", "z"} <= set(lem["state"]), "both of LEM's states probed"
     assert set(pd.read_csv(tables / "long_range.csv")["task"]) == set(TASKS)
     for figure_name in figures.figures_for("task"):
         spec = figures.FIGURES[figure_name]
