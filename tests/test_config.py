@@ -140,6 +140,10 @@ def _schema_keys(schema: dict, prefix=()) -> set:
     for key, sub in schema.get("properties", {}).items():
         keys.add(prefix + (key,))
         keys |= _schema_keys(sub, prefix + (key,))
+    # a mapping whose keys are values (arch_grid: {<arch>: {<grid key>: ...}})
+    for name in schema.get("propertyNames", {}).get("enum", []):
+        keys.add(prefix + (name,))
+        keys |= _schema_keys(schema.get("additionalProperties", {}), prefix + (name,))
     return keys
 
 

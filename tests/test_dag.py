@@ -56,7 +56,7 @@ def test_effective_config_is_the_file_plus_schema_defaults(tmp_path, name):
 
 def test_paper_config_is_what_its_header_and_the_readme_say():
     config = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
-    runs = len(expand_grid(config["grid"], config["exclude"]))
+    runs = len(expand_grid(config["grid"], config["exclude"], arch_grid=config["arch_grid"]))
     header = (ROOT / "config" / "paper.yaml").read_text()
     assert f"({runs} training runs" in header
     readme_line = next(line for line in (ROOT / "README.md").read_text().splitlines() if "config/paper.yaml` |" in line)

@@ -597,7 +597,7 @@ def test_paper_config_dag_builds_in_seconds(tmp_path):
     jobs = job_counts(done.stdout)
     config = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     grid = config["grid"]
-    assert set(grid["arch"]) == {"rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn", "lstm", "gru"}
+    assert {"rnn_tanh", "rnn_sigmoid", "rnn_relu", "irnn", "lstm", "gru", "lru", "s6"} <= set(grid["arch"])
     assert min(grid["init_scale"]) < 1 < max(grid["init_scale"]) and 1.0 in grid["init_scale"]
     assert None in grid["clip"] and len(grid["seed"]) >= 3 and set(grid["forget_bias"]) == {0.0, 1.0}
     assert jobs["train_model"] == jobs["probe_gradients"] >= 500

@@ -1,4 +1,4 @@
-"""Antisymmetric RNN (Chang, Chen, Beutel & Chi 2019): a forward-Euler step of a stable ODE.
+"""Antisymmetric RNN (Chang, Chen, Haber & Chi 2019): a forward-Euler step of a stable ODE.
 
     h_t = h_{t-1} + eps * tanh((W - W^T - gamma I) h_{t-1} + V x_t + b)
 
@@ -63,7 +63,7 @@ class AntisymmetricRNN(nn.Module):
 @register
 class AntisymmetricRNNArch(Arch):
     name, label, colour, linestyle, family = "antisymmetric_rnn", "antisymmetric RNN", "#332288", "--", "remedy"
-    reference = ("Chang, Chen, Beutel & Chi 2019, AntisymmetricRNN: a dynamical system view on recurrent neural "
+    reference = ("Chang, Chen, Haber & Chi 2019, AntisymmetricRNN: a dynamical system view on recurrent neural "
                  "networks (ICLR)")
     equation = "h_t = h_{t-1} + eps * tanh((W - W^T - gamma I) h_{t-1} + V x_t + b)"
     hyperparameters = {
