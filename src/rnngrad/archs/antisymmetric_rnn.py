@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from rnngrad.archs import register
-from rnngrad.archs.base import NOT_APPLICABLE, Arch, uniform_parameters
+from rnngrad.archs.base import NOT_APPLICABLE, Arch, time_loop, uniform_parameters
 
 PARAMETER_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -51,11 +51,8 @@ class AntisymmetricRNN(nn.Module):
             w_ih, _, b_ih, b_hh = (getattr(self, f"{name}_l{layer}") for name in PARAMETER_NAMES)
             projected = torch.addmm(b_ih + b_hh, layer_input.flatten(0, 1), w_ih.t()).view(*layer_input.shape[:2], -1)
             recurrent = self.recurrent_matrix(layer).t()
-            h, outputs = hidden[layer], []
-            for t in range(projected.shape[0]):
-                h = h + self.eps * torch.tanh(torch.addmm(projected[t], h, recurrent))
-                outputs.append(h)
-            layer_input = torch.stack(outputs)
+            layer_input, h = time_loop(projected, hidden[layer],
+                                       lambda x_t, h: h + self.eps * torch.tanh(torch.addmm(x_t, h, recurrent)))
             final.append(h)
         return layer_input, torch.stack(final)
 

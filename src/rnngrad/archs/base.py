@@ -222,6 +222,17 @@ class VanillaRNN(Arch):
         return elementwise_derivative(self.activation, pre)[:, :, None] * weights["weight_hh"]
 
 
+def time_loop(projected: torch.Tensor, h: torch.Tensor, step) -> tuple[torch.Tensor, torch.Tensor]:
+    """h_t = step(projected_t, h_{t-1}) for every step of `projected` (T, B, .): the outputs (T, B, H)
+    and the last h. (unbind: one backward node for all steps, where indexing [t] would write a
+    (T, B, .) zero tensor per step.)"""
+    outputs = []
+    for projected_t in projected.unbind(0):
+        h = step(projected_t, h)
+        outputs.append(h)
+    return torch.stack(outputs), h
+
+
 def uniform_parameters(module: nn.Module, shapes: dict, hidden_size: int) -> None:
     """Register `shapes` ({name: shape}) as parameters uniform in +-1/sqrt(H), torch.nn's RNN init."""
     bound = 1.0 / math.sqrt(hidden_size)

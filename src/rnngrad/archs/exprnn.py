@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from rnngrad.archs import register
-from rnngrad.archs.base import NOT_APPLICABLE, Arch
+from rnngrad.archs.base import NOT_APPLICABLE, Arch, time_loop
 
 # modReLU's bias starts uniform in +-0.01 (orthogonal.py: modrelu.reset_parameters).
 MODRELU_BIAS_RANGE = 0.01
@@ -100,11 +100,8 @@ class ExpRNN(nn.Module):
             w_ih, bias = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"modrelu_bias_l{layer}")
             w_hh_t = self.recurrent_matrix(layer).t()
             projected = torch.matmul(layer_input, w_ih.t())
-            h, outputs = hidden[layer], []
-            for t in range(projected.shape[0]):
-                h = modrelu(torch.addmm(projected[t], h, w_hh_t), bias)
-                outputs.append(h)
-            layer_input = torch.stack(outputs)
+            layer_input, h = time_loop(projected, hidden[layer],
+                                       lambda x_t, h: modrelu(torch.addmm(x_t, h, w_hh_t), bias))
             final.append(h)
         return layer_input, torch.stack(final)
 

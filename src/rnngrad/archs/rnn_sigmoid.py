@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from rnngrad.archs import register
-from rnngrad.archs.base import VanillaRNN, uniform_parameters
+from rnngrad.archs.base import VanillaRNN, time_loop, uniform_parameters
 
 
 class SigmoidRNN(nn.Module):
@@ -32,11 +32,8 @@ class SigmoidRNN(nn.Module):
             projected = torch.addmm(b_ih + b_hh, layer_input.flatten(0, 1), w_ih.t()).view(
                 *layer_input.shape[:2], -1
             )
-            h, outputs = hidden[layer], []
-            for t in range(projected.shape[0]):
-                h = torch.sigmoid(torch.addmm(projected[t], h, w_hh.t()))
-                outputs.append(h)
-            layer_input = torch.stack(outputs)
+            layer_input, h = time_loop(projected, hidden[layer],
+                                       lambda x_t, h: torch.sigmoid(torch.addmm(x_t, h, w_hh.t())))
             final.append(h)
         return layer_input, torch.stack(final)
 
