@@ -343,7 +343,7 @@ def remedies(args) -> None:
     """The remedies against nn.RNN of the same size, and the LRU's recurrence against a step loop."""
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}, CPU time; "
           f"ours = rnngrad's training loop, spectral stats every {args.spectral_every} steps")
-    print(f"{'size':<10} {'arch':<15} {'tok/s':>9} {'/ nn.RNN':>8}")
+    print(f"{'size':<10} {'arch':<18} {'tok/s':>9} {'/ nn.RNN':>8}")
     for size in args.sizes:
         ids, vocab, shape = corpus(size)
         cells = {arch: make_cell(arch, shape["hidden"], shape["layers"], shape["bptt"], shape["batch"])
@@ -357,7 +357,7 @@ def remedies(args) -> None:
         speed = {arch: statistics.median(values) for arch, values in runs.items()}
         for arch in cells:
             label = "nn.RNN (tanh)" if arch == "rnn_tanh" else arch
-            print(f"{size:<10} {label:<15} {speed[arch]:>9,.0f} {speed[arch] / speed['rnn_tanh']:>8.3f}", flush=True)
+            print(f"{size:<10} {label:<18} {speed[arch]:>9,.0f} {speed[arch] / speed['rnn_tanh']:>8.3f}", flush=True)
     print("\nLRU training step (plain loop, same modules): linear_recurrence against autograd through a step loop")
     print(f"{'size':<10} {'ours tok/s':>10} {'loop tok/s':>10} {'ours/loop':>9}")
     for size in args.sizes:
