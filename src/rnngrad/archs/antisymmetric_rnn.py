@@ -12,6 +12,10 @@ the identity: for small eps, norm close to 1 at every lag. Per layer: `weight_ih
 eq. 5); the paper's W is Gaussian N(0, sigma^2 / H) with sigma = the grid's `init_scale`.
 No official code was released; github.com/MartinuzziFrancesco/RecurrentLayers.jl and
 torchrecurrent's AntisymmetricRNN implement the same cell.
+
+Nothing in the cell forgets: built for sequences that start from zero, on a corpus (whose
+language model carries its state from batch to batch) ||h_t|| grows without bound, and it
+does not train there (docs/architectures.md#learning-rates-on-the-corpus).
 """
 
 import math
