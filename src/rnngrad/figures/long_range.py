@@ -102,7 +102,9 @@ def learnable_dependency_length(runs):
         note(axes[0, 0], f"no task runs {NOT_IN_GRID}")
         return fig
     present = archs(frame)
-    factors = {arch: 10 ** ((i - (len(present) - 1) / 2) * 0.035) for i, arch in enumerate(present)}  # on log T
+    # side by side on log T, within +-0.1 decade of each T however many archs (0.035 decades apart at most)
+    step = min(0.035, 0.2 / max(len(present) - 1, 1))
+    factors = {arch: 10 ** ((i - (len(present) - 1) / 2) * step) for i, arch in enumerate(present)}
     for ax, task in zip(axes.flat, tasks):
         rows = frame[frame["task"] == task].copy()
         rows["shown"] = _shown_ratio(rows)  # per panel: a diverged run a decade above the panel's others
