@@ -537,6 +537,19 @@ def test_the_plain_pytorch_forward_example_reproduces_the_model_from_a_checkpoin
 SINGLE_FAMILY_FIGURES = {"lstm_cell_state", "init_scale_effect"}
 
 
+def assert_every_task_figure_names_the_remedies(tables, remedies=REMEDIES) -> None:
+    """Every task figure of a finished run (`tables`: its tables directory) exists, and, redrawn from
+    its tables, names each remedy in its colour."""
+    for figure_name in figures.figures_for("task"):
+        spec = figures.FIGURES[figure_name]
+        assert (tables.parent / "figures" / f"{figure_name}.png").stat().st_size > 5_000
+        frames = {table: pd.read_csv(tables / f"{table}.csv", low_memory=False) for table in spec.tables}
+        with plt.rc_context(style.RC):
+            fig = spec.function(**frames)
+        assert_names_the_remedies_in_their_colours(fig, figure_name, remedies)
+        plt.close(fig)
+
+
 def assert_names_the_remedies_in_their_colours(fig, name: str, remedies=REMEDIES) -> None:
     """Each remedy is named in `fig` (a legend entry, panel title or tick label), and a legend
     entry that names it has its colour."""
@@ -598,14 +611,7 @@ def test_the_tiny_remedies_pipeline_trains_probes_and_draws_every_remedy(tmp_pat
             probed = summary[(summary["arch"] == arch) & (summary["task"] == task)]
             assert len(probed) and np.isfinite(probed["dep_lag_median"]).all(), (arch, task)
     assert set(pd.read_csv(tables / "long_range.csv")["arch"]) == set(config["grid"]["arch"])
-    for figure_name in figures.figures_for("task"):
-        spec = figures.FIGURES[figure_name]
-        assert (tables.parent / "figures" / f"{figure_name}.png").stat().st_size > 5_000
-        frames = {table: pd.read_csv(tables / f"{table}.csv", low_memory=False) for table in spec.tables}
-        with plt.rc_context(style.RC):
-            fig = spec.function(**frames)
-        assert_names_the_remedies_in_their_colours(fig, figure_name)
-        plt.close(fig)
+    assert_every_task_figure_names_the_remedies(tables)
     report = tmp_path / "report.html"
     run_snakemake(tmp_path, "--report", str(report), "--configfile", str(name))
     html = report.read_text()

@@ -5,21 +5,16 @@ grid, is what the issue asks."""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, run_snakemake
+from test_remedies import assert_every_task_figure_names_the_remedies
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-from conftest import ROOT, run_snakemake  # noqa: E402
-from test_remedies import assert_names_the_remedies_in_their_colours  # noqa: E402
-
-from rnngrad import archs, figures  # noqa: E402
-from rnngrad.config import validate_config  # noqa: E402
-from rnngrad.figures import style  # noqa: E402
-from rnngrad.grid import expand_grid  # noqa: E402
+from rnngrad import archs
+from rnngrad.config import validate_config
+from rnngrad.grid import expand_grid
 
 SINCE_2017 = ("exprnn", "antisymmetric_rnn", "lem", "mingru", "s6")
 TASKS = ("adding", "copy", "selective_copy")
@@ -62,12 +57,5 @@ def test_the_tiny_since_2017_pipeline_trains_probes_and_draws_every_new_arch(tmp
     lem = summary[(summary["arch"] == "lem")]
     assert {"h", "z"} <= set(lem["state"]), "both of LEM's states probed"
     assert set(pd.read_csv(tables / "long_range.csv")["task"]) == set(TASKS)
-    for figure_name in figures.figures_for("task"):
-        spec = figures.FIGURES[figure_name]
-        assert (tables.parent / "figures" / f"{figure_name}.png").stat().st_size > 5_000
-        frames = {table: pd.read_csv(tables / f"{table}.csv", low_memory=False) for table in spec.tables}
-        with plt.rc_context(style.RC):
-            fig = spec.function(**frames)
-        assert_names_the_remedies_in_their_colours(fig, figure_name, remedies=SINCE_2017)
-        plt.close(fig)
+    assert_every_task_figure_names_the_remedies(tables, SINCE_2017)
     assert all(archs.get(arch).family == "remedy" for arch in SINCE_2017)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from rnngrad.archs import register
-from rnngrad.archs.base import NOT_APPLICABLE, Arch, time_loop, uniform_parameters
+from rnngrad.archs.base import NOT_APPLICABLE, Arch, rnn_layer_parameters, time_loop
 
 PARAMETER_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -39,12 +39,7 @@ class AntisymmetricRNN(nn.Module):
         super().__init__()
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.eps, self.gamma = float(eps), float(gamma)
-        for layer in range(num_layers):
-            fan_in = input_size if layer == 0 else hidden_size
-            uniform_parameters(self, {f"weight_ih_l{layer}": (hidden_size, fan_in),
-                                      f"weight_hh_l{layer}": (hidden_size, hidden_size),
-                                      f"bias_ih_l{layer}": (hidden_size,), f"bias_hh_l{layer}": (hidden_size,)},
-                               hidden_size)
+        rnn_layer_parameters(self, input_size, hidden_size, num_layers)
 
     def recurrent_matrix(self, layer: int) -> torch.Tensor:
         return recurrent_matrix(getattr(self, f"weight_hh_l{layer}"), self.gamma)

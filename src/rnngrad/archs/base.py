@@ -233,6 +233,17 @@ def time_loop(projected: torch.Tensor, h: torch.Tensor, step) -> tuple[torch.Ten
     return torch.stack(outputs), h
 
 
+def rnn_layer_parameters(module: nn.Module, input_size: int, hidden_size: int, num_layers: int) -> None:
+    """nn.RNN's parameters (weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}) and init, for a
+    module that loops over time itself."""
+    for layer in range(num_layers):
+        fan_in = input_size if layer == 0 else hidden_size
+        uniform_parameters(module, {f"weight_ih_l{layer}": (hidden_size, fan_in),
+                                    f"weight_hh_l{layer}": (hidden_size, hidden_size),
+                                    f"bias_ih_l{layer}": (hidden_size,), f"bias_hh_l{layer}": (hidden_size,)},
+                           hidden_size)
+
+
 def uniform_parameters(module: nn.Module, shapes: dict, hidden_size: int) -> None:
     """Register `shapes` ({name: shape}) as parameters uniform in +-1/sqrt(H), torch.nn's RNN init."""
     bound = 1.0 / math.sqrt(hidden_size)

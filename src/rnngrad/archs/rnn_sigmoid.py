@@ -9,19 +9,14 @@ import torch
 from torch import nn
 
 from rnngrad.archs import register
-from rnngrad.archs.base import VanillaRNN, time_loop, uniform_parameters
+from rnngrad.archs.base import VanillaRNN, rnn_layer_parameters, time_loop
 
 
 class SigmoidRNN(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1):
         super().__init__()
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        for layer in range(num_layers):
-            fan_in = input_size if layer == 0 else hidden_size
-            uniform_parameters(self, {f"weight_ih_l{layer}": (hidden_size, fan_in),
-                                      f"weight_hh_l{layer}": (hidden_size, hidden_size),
-                                      f"bias_ih_l{layer}": (hidden_size,), f"bias_hh_l{layer}": (hidden_size,)},
-                               hidden_size)
+        rnn_layer_parameters(self, input_size, hidden_size, num_layers)
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor):
         layer_input, final = inputs, []
