@@ -13,9 +13,10 @@ eq. 5); the paper's W is Gaussian N(0, sigma^2 / H) with sigma = the grid's `ini
 No official code was released; github.com/MartinuzziFrancesco/RecurrentLayers.jl and
 torchrecurrent's AntisymmetricRNN implement the same cell.
 
-Nothing in the cell forgets: built for sequences that start from zero, on a corpus (whose
-language model carries its state from batch to batch) ||h_t|| grows without bound, and it
-does not train there (docs/architectures.md#learning-rates-on-the-corpus).
+At the paper's small gamma little in the cell forgets: built for sequences that start from
+zero, on a corpus (whose language model carries its state from batch to batch) ||h_t||
+drifts upward and it does not train; gamma = 1 damps the state, and it trains
+(docs/architectures.md#learning-rates-on-the-corpus).
 """
 
 import math
