@@ -15,7 +15,7 @@ def checkpoint_steps(fractions, planned_steps: int) -> list[int]:
 def make_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
     """`groups`: parameter groups (archs.Arch.parameter_groups); one with `lr_scale` trains at
     lr * lr_scale (group_lr) and keeps the scale, so that set_lr and a resume apply it again."""
-    groups = [{**group, "lr": group_lr(group, lr)} if "lr_scale" in group else group for group in groups]
+    groups = [{**group, "lr": group_lr(group, lr)} for group in groups]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr)
     if name == "adam":
