@@ -25,9 +25,7 @@ import torch
 from torch import nn
 
 from rnngrad.archs import register
-from rnngrad.archs.base import NOT_APPLICABLE, Arch, rnn_layer_parameters, time_loop
-
-PARAMETER_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+from rnngrad.archs.base import NOT_APPLICABLE, WEIGHT_NAMES, Arch, layer_tensors, rnn_layer_parameters, time_loop
 
 
 def recurrent_matrix(weight: torch.Tensor, gamma) -> torch.Tensor:
@@ -48,7 +46,7 @@ class AntisymmetricRNN(nn.Module):
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor):
         layer_input, final = inputs, []
         for layer in range(self.num_layers):
-            w_ih, _, b_ih, b_hh = (getattr(self, f"{name}_l{layer}") for name in PARAMETER_NAMES)
+            w_ih, _, b_ih, b_hh = layer_tensors(self, WEIGHT_NAMES, layer).values()
             projected = torch.addmm(b_ih + b_hh, layer_input.flatten(0, 1), w_ih.t()).view(*layer_input.shape[:2], -1)
             recurrent = self.recurrent_matrix(layer).t()
             layer_input, h = time_loop(projected, hidden[layer],
@@ -93,7 +91,7 @@ class AntisymmetricRNNArch(Arch):
         return [torch.eye(rnn.hidden_size) + rnn.eps * rnn.recurrent_matrix(layer) for layer in range(num_layers)]
 
     def layer_weights(self, rnn, layer):
-        weights = {name: getattr(rnn, f"{name}_l{layer}") for name in PARAMETER_NAMES}
+        weights = super().layer_weights(rnn, layer)
         # float64 scalars: the probe's float64 step reads the same eps and gamma as the module's Python floats
         return {**weights, "eps": torch.tensor(rnn.eps, dtype=torch.float64),
                 "gamma": torch.tensor(rnn.gamma, dtype=torch.float64)}

@@ -147,7 +147,7 @@ class Arch:
 
     def layer_weights(self, rnn: nn.Module, layer: int) -> dict[str, torch.Tensor]:
         """One layer's weights as the step function reads them, by their module names without `_l{k}`."""
-        return {name: getattr(rnn, f"{name}_l{layer}") for name in WEIGHT_NAMES}
+        return layer_tensors(rnn, WEIGHT_NAMES, layer)
 
     def project_input(self, weights: dict, layer_input: torch.Tensor) -> torch.Tensor:
         """The input side of every step at once: W_ih x_t + b_ih (all gates)."""
@@ -220,6 +220,11 @@ class VanillaRNN(Arch):
         """diag(activation'(a_t)) W_hh."""
         pre = x_proj + prev_states @ weights["weight_hh"].t() + weights["bias_hh"]
         return elementwise_derivative(self.activation, pre)[:, :, None] * weights["weight_hh"]
+
+
+def layer_tensors(module: nn.Module, names, layer: int) -> dict[str, torch.Tensor]:
+    """{name: module.<name>_l<layer>}: one layer's tensors by their names without the layer suffix."""
+    return {name: getattr(module, f"{name}_l{layer}") for name in names}
 
 
 def time_loop(projected: torch.Tensor, h: torch.Tensor, step) -> tuple[torch.Tensor, torch.Tensor]:

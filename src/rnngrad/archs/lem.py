@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from rnngrad.archs import register
-from rnngrad.archs.base import NOT_APPLICABLE, Arch, uniform_parameters
+from rnngrad.archs.base import NOT_APPLICABLE, Arch, layer_tensors, uniform_parameters
 
 ADDING_DT = 0.0242  # the authors' adding_task.py default --dt
 PARAMETERS = ("weight_ih", "bias_ih", "weight_hh", "bias_hh", "weight_zh", "bias_zh")
@@ -116,7 +116,7 @@ class LEMArch(Arch):
 
     def layer_weights(self, rnn, layer):
         # Delta t rides along with the weights, so the step function reads it (float64: 0.0242 exactly as training)
-        return {**{name: getattr(rnn, f"{name}_l{layer}") for name in PARAMETERS},
+        return {**layer_tensors(rnn, PARAMETERS, layer),
                 "dt": torch.tensor(rnn.dt, dtype=torch.float64)}
 
     def update(self, weights, x_proj, state, e, probe):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnngrad.archs import register
-from rnngrad.archs.base import NOT_APPLICABLE, Arch
+from rnngrad.archs.base import NOT_APPLICABLE, Arch, layer_tensors
 
 MAX_PHASE = 2 * math.pi  # the paper's default: initial phases uniform in [0, 2 pi)
 PARAMETERS = ("norm_weight", "norm_bias", "nu_log", "theta_log", "gamma_log", "B_re", "B_im", "C_re", "C_im",
@@ -116,7 +116,7 @@ class LRU(nn.Module):
         self.recurrence = linear_recurrence
 
     def weights(self, layer: int) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, f"{name}_l{layer}") for name in PARAMETERS}
+        return layer_tensors(self, PARAMETERS, layer)
 
     def eigenvalues(self, layer: int) -> torch.Tensor:
         """lambda of one layer (N,), complex."""

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnngrad.archs import register
-from rnngrad.archs.base import NOT_APPLICABLE, Arch, uniform_parameters
+from rnngrad.archs.base import NOT_APPLICABLE, Arch, layer_tensors, uniform_parameters
 
 # Steps per log-space scan (mingru_scan): a language model's bptt (35) in one, a long task's sequence in
 # pieces. Over T = 1000 float32 steps the gradients' error is then ~1e-5 of the largest (2e-4 with gates
@@ -127,7 +127,7 @@ class MinGRU(nn.Module):
         self.recurrence = None  # by device (the module docstring); a benchmark may set one
 
     def weights(self, layer: int) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, f"{name}_l{layer}") for name in PARAMETERS}
+        return layer_tensors(self, PARAMETERS, layer)
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor):
         layer_input, final = inputs, []

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnngrad.archs import register
-from rnngrad.archs.base import NOT_APPLICABLE, Arch
+from rnngrad.archs.base import NOT_APPLICABLE, Arch, layer_tensors
 
 DEFAULT_STATE_SIZE = 16  # the paper's N
 DT_MIN, DT_MAX, DT_FLOOR = 0.001, 0.1, 1e-4  # the paper's initial step sizes (dt_init_floor: the code's)
@@ -191,7 +191,7 @@ class S6(nn.Module):
         self.scan = selective_scan
 
     def weights(self, layer: int) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, f"{name}_l{layer}") for name in PARAMETERS}
+        return layer_tensors(self, PARAMETERS, layer)
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor):
         layer_input, final = inputs, []
