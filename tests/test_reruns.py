@@ -147,6 +147,16 @@ def test_job_code_is_what_importing_the_script_loads(script):
     assert files & arch_files in (set(), arch_files)  # the registry loads every built-in arch, or none
 
 
+def test_an_edited_file_is_parsed_again(tmp_path):
+    """imported_modules parses each file once per process (the DAG asks it for every job), but a
+    file that changes is read again: its new imports count."""
+    user_file = tmp_path / "my_cell.py"
+    user_file.write_text("from rnngrad import tasks\n")
+    assert imported_modules(user_file) == {"rnngrad", "rnngrad.tasks"}
+    user_file.write_text("from rnngrad.archs import base\nimport rnngrad.grid\n")
+    assert imported_modules(user_file) == {"rnngrad.archs", "rnngrad.archs.base", "rnngrad.grid"}
+
+
 @pytest.mark.parametrize("section,key,value", [
     ("training", "threads", 2), ("training", "log_every_s", 30), ("training", "device", "cpu"),
     ("probe", "threads", 2),

@@ -13,6 +13,7 @@ No torch here: the rules ask this while Snakemake builds the DAG.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = "rnngrad"
@@ -33,14 +34,22 @@ def _module_file(module: str) -> Path | None:
 
 def imported_modules(path: Path) -> set[str]:
     """The package modules a Python file imports (`from rnngrad import tasks` imports rnngrad.tasks)."""
+    version = Path(path).stat()
+    return set(_parsed_imports(str(Path(path).resolve()), version.st_mtime_ns, version.st_size))
+
+
+@functools.cache
+def _parsed_imports(path: str, mtime_ns: int, size: int) -> frozenset[str]:
+    """imported_modules of one version of a file, parsed once: the DAG asks it for every job
+    (each run's arch file and what it imports), 10,000 parses for the paper grid otherwise."""
     modules = set()
-    for node in ast.walk(ast.parse(Path(path).read_text(), filename=str(path))):
+    for node in ast.walk(ast.parse(Path(path).read_text(), filename=path)):
         if isinstance(node, ast.Import):
             modules |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             modules.add(node.module)
             modules |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return {module for module in modules if _module_file(module) is not None}
+    return frozenset(module for module in modules if _module_file(module) is not None)
 
 
 def job_code(script: Path) -> list[str]:
